@@ -1,0 +1,36 @@
+"""Removing secrets from anything that is about to be logged."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["PREVIEW_CHARS", "mask_secrets", "preview"]
+
+PREVIEW_CHARS = 512
+
+_SECRET_PATTERNS = re.compile(
+    r"""
+      sk-or-v1-[A-Za-z0-9]+                          # OpenRouter API keys
+    | sk-(?:proj-|ant-)?[A-Za-z0-9_\-]{16,}          # other provider keys of the same family
+    | sb_(?:secret|publishable)_[A-Za-z0-9_\-]{8,}    # Supabase's new API keys
+    | eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*   # JWTs (Supabase access/service tokens)
+    | (?<=[Bb]earer\s)[^\s"',;]+                      # whatever follows "Bearer "
+    """,
+    re.VERBOSE,
+)
+
+
+def mask_secrets(text: str, *extra: str) -> str:
+    """``text`` with API keys, bearer tokens, JWTs and every string in ``extra`` replaced by ``***``."""
+    for secret in extra:
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, "***")
+    return _SECRET_PATTERNS.sub("***", text)
+
+
+def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """A masked preview of ``text``, cut to ``limit`` characters (an ellipsis marks the cut)."""
+    masked = mask_secrets(text)
+    if len(masked) <= limit:
+        return masked
+    return masked[: limit - 1] + "…"
