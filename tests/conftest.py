@@ -29,8 +29,12 @@ def completion_body(content: str = "Hello!", **extra: Any) -> dict[str, Any]:
         "object": "chat.completion",
         "created": 1744845790,
         "choices": [
-            {"index": 0, "finish_reason": "stop", "native_finish_reason": "stop",
-             "message": {"role": "assistant", "content": content, "refusal": None}}
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "native_finish_reason": "stop",
+                "message": {"role": "assistant", "content": content, "refusal": None},
+            }
         ],
         "usage": {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14, "cost": 0.00014},
     }
@@ -39,8 +43,9 @@ def completion_body(content: str = "Hello!", **extra: Any) -> dict[str, Any]:
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(status, content=json.dumps(body).encode(), headers={"content-type": "application/json",
-                                                                              **(headers or {})})
+    return httpx.Response(
+        status, content=json.dumps(body).encode(), headers={"content-type": "application/json", **(headers or {})}
+    )
 
 
 @pytest.fixture

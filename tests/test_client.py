@@ -48,8 +48,13 @@ def test_missing_key_fails_at_construction_naming_the_variable(key: str | None) 
 
 def test_from_env_reads_the_environment() -> None:
     service = OpenRouterService.from_env(
-        {"OPENROUTER_API_KEY": "sk-or-v1-abc", "OPENROUTER_MODEL": "openrouter/anthropic/claude-3-opus",
-         "OPENROUTER_BASE_URL": "http://127.0.0.1:9/api/v1/", "OPENROUTER_TIMEOUT": "5", "OPENROUTER_MAX_RETRIES": "1"}
+        {
+            "OPENROUTER_API_KEY": "sk-or-v1-abc",
+            "OPENROUTER_MODEL": "openrouter/anthropic/claude-3-opus",
+            "OPENROUTER_BASE_URL": "http://127.0.0.1:9/api/v1/",
+            "OPENROUTER_TIMEOUT": "5",
+            "OPENROUTER_MAX_RETRIES": "1",
+        }
     )
     assert service.model_name == "anthropic/claude-3-opus"
     assert service.base_url == "http://127.0.0.1:9/api/v1"
@@ -70,15 +75,19 @@ def test_model_name_and_base_url_are_mutable() -> None:
     service = OpenRouterService("k")
     service.model_name = "openrouter/meta-llama/llama-3.3-70b-instruct"
     service.base_url = "http://127.0.0.1:1234/api/v1/"
-    assert (service.model_name, service.base_url) == ("meta-llama/llama-3.3-70b-instruct", "http://127.0.0.1:1234/api/v1")
+    assert (service.model_name, service.base_url) == (
+        "meta-llama/llama-3.3-70b-instruct",
+        "http://127.0.0.1:1234/api/v1",
+    )
 
 
 # -- the request we send ----------------------------------------------------------------------------
 
 
 async def test_sends_openai_shaped_payload_with_auth_and_attribution(make_service: Build) -> None:
-    service, seen = make_service(lambda r: json_response(200, completion_body()),
-                                 app_url="https://app.example", app_title="My App")
+    service, seen = make_service(
+        lambda r: json_response(200, completion_body()), app_url="https://app.example", app_title="My App"
+    )
     data = await service.chat_completion(USER, model_params={"temperature": 0.2, "max_tokens": 50})
     assert data["choices"][0]["message"]["content"] == "Hello!"
     request = seen[0]
@@ -105,8 +114,9 @@ async def test_default_system_prompt_only_when_caller_sent_none(make_service: Bu
 
 
 async def test_default_response_format_used_when_call_gives_none(make_service: Build) -> None:
-    service, seen = make_service(lambda r: json_response(200, completion_body('{"a": 1}')),
-                                 default_response_format={"type": "json_object"})
+    service, seen = make_service(
+        lambda r: json_response(200, completion_body('{"a": 1}')), default_response_format={"type": "json_object"}
+    )
     await service.chat_completion(USER)
     await service.chat_completion(USER, response_format={"type": "text"})
     assert sent(seen[0])["response_format"] == {"type": "json_object"}
@@ -144,14 +154,24 @@ async def test_bad_messages_fail_before_any_request_naming_message_and_field(
 
 async def test_valid_rich_messages_pass(make_service: Build) -> None:
     service, seen = make_service(lambda r: json_response(200, completion_body()))
-    await service.chat_completion([
-        {"role": "developer", "content": "rules"},
-        {"role": "user", "content": [{"type": "text", "text": "look"},
-                                     {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]},
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "42"},
-    ])
+    await service.chat_completion(
+        [
+            {"role": "developer", "content": "rules"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "42"},
+        ]
+    )
     assert len(seen) == 1
 
 
@@ -167,7 +187,9 @@ async def test_valid_rich_messages_pass(make_service: Build) -> None:
         ({"model": ""}, "model"),
     ],
 )
-async def test_unknown_or_out_of_range_params_are_errors(make_service: Build, params: dict[str, Any], match: str) -> None:
+async def test_unknown_or_out_of_range_params_are_errors(
+    make_service: Build, params: dict[str, Any], match: str
+) -> None:
     service, seen = make_service(lambda r: json_response(200, completion_body()))
     with pytest.raises(OpenRouterValidationError, match=match):
         await service.chat_completion(USER, model_params=params)
@@ -176,8 +198,13 @@ async def test_unknown_or_out_of_range_params_are_errors(make_service: Build, pa
 
 async def test_openrouter_only_params_are_passed_through(make_service: Build) -> None:
     service, seen = make_service(lambda r: json_response(200, completion_body()))
-    params = {"provider": {"order": ["DeepInfra"]}, "models": ["openrouter/openai/gpt-4o-mini"],
-              "reasoning": {"effort": "low"}, "user": "u1", "top_k": 40}
+    params = {
+        "provider": {"order": ["DeepInfra"]},
+        "models": ["openrouter/openai/gpt-4o-mini"],
+        "reasoning": {"effort": "low"},
+        "user": "u1",
+        "top_k": 40,
+    }
     await service.chat_completion(USER, model_params=params)
     body = sent(seen[0])
     assert body["provider"] == {"order": ["DeepInfra"]}
@@ -197,11 +224,13 @@ async def test_invalid_json_schema_is_rejected_before_sending(make_service: Buil
 
 
 async def test_transient_errors_are_retried_with_backoff_then_succeed(make_service: Build, sleeps: Sleeps) -> None:
-    service, seen = make_service([
-        json_response(502, {"error": {"code": 502, "message": "Provider returned error"}}),
-        json_response(503, {"error": {"code": 503, "message": "no provider"}}),
-        json_response(200, completion_body()),
-    ])
+    service, seen = make_service(
+        [
+            json_response(502, {"error": {"code": 502, "message": "Provider returned error"}}),
+            json_response(503, {"error": {"code": 503, "message": "no provider"}}),
+            json_response(200, completion_body()),
+        ]
+    )
     completion = await service.complete(USER)
     assert completion.attempts == 3
     assert len(seen) == 3
@@ -210,19 +239,26 @@ async def test_transient_errors_are_retried_with_backoff_then_succeed(make_servi
 
 
 async def test_retry_after_is_honoured(make_service: Build, sleeps: Sleeps) -> None:
-    service, _ = make_service([
-        json_response(429, {"error": {"code": 429, "message": "Rate limit exceeded"}}, {"Retry-After": "2"}),
-        json_response(200, completion_body()),
-    ])
+    service, _ = make_service(
+        [
+            json_response(429, {"error": {"code": 429, "message": "Rate limit exceeded"}}, {"Retry-After": "2"}),
+            json_response(200, completion_body()),
+        ]
+    )
     await service.chat_completion(USER)
     assert sleeps == [2.0]
 
 
 async def test_wait_longer_than_cap_fails_at_once_with_retry_after(make_service: Build, sleeps: Sleeps) -> None:
-    service, seen = make_service([
-        json_response(429, {"error": {"code": 429, "message": "Rate limit exceeded: free-models-per-day"}},
-                      {"Retry-After": "3600"}),
-    ])
+    service, seen = make_service(
+        [
+            json_response(
+                429,
+                {"error": {"code": 429, "message": "Rate limit exceeded: free-models-per-day"}},
+                {"Retry-After": "3600"},
+            ),
+        ]
+    )
     with pytest.raises(OpenRouterRateLimitError) as info:
         await service.chat_completion(USER)
     assert info.value.retry_after == 3600.0
@@ -236,7 +272,12 @@ async def test_exhausted_429_becomes_503_rate_limited(make_service: Build, sleep
     with pytest.raises(OpenRouterRateLimitError) as info:
         await service.chat_completion(USER)
     error = info.value
-    assert (error.status_code, error.type, error.attempts, error.upstream_status) == (503, "upstream_rate_limited", 3, 429)
+    assert (error.status_code, error.type, error.attempts, error.upstream_status) == (
+        503,
+        "upstream_rate_limited",
+        3,
+        429,
+    )
     assert error.retry_after is not None and error.retry_after > 0
     assert len(seen) == 3 and len(sleeps) == 2
 
@@ -253,7 +294,7 @@ async def test_connect_errors_are_retried_then_reported(make_service: Build, sle
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    service, seen = make_service(refuse, max_retries=2)
+    service, _seen = make_service(refuse, max_retries=2)
     with pytest.raises(OpenRouterConnectionError) as info:
         await service.chat_completion(USER)
     assert info.value.attempts == 3 and len(sleeps) == 2
@@ -274,10 +315,12 @@ async def test_timeouts_are_retried_then_reported_as_504(make_service: Build) ->
 
 
 async def test_error_inside_http_200_is_that_error_and_retried(make_service: Build, sleeps: Sleeps) -> None:
-    service, seen = make_service([
-        json_response(200, {"error": {"code": 502, "message": "Provider returned error"}, "user_id": "user_1"}),
-        json_response(200, completion_body("recovered")),
-    ])
+    service, seen = make_service(
+        [
+            json_response(200, {"error": {"code": 502, "message": "Provider returned error"}, "user_id": "user_1"}),
+            json_response(200, completion_body("recovered")),
+        ]
+    )
     assert (await service.complete(USER)).content == "recovered"
     assert len(seen) == 2
 
@@ -329,7 +372,9 @@ async def test_non_json_error_body_still_maps_by_status(make_service: Build) -> 
 async def test_status_mapping_protects_the_caller(
     make_service: Build, status: int, cls: type[OpenRouterError], answer: int, kind: str
 ) -> None:
-    service, _ = make_service(lambda r: json_response(status, {"error": {"code": status, "message": "User not found."}}))
+    service, _ = make_service(
+        lambda r: json_response(status, {"error": {"code": status, "message": "User not found."}})
+    )
     with pytest.raises(cls) as info:
         await service.chat_completion(USER)
     assert (info.value.status_code, info.value.type, info.value.upstream_status) == (answer, kind, status)
@@ -339,7 +384,9 @@ async def test_status_mapping_protects_the_caller(
 
 async def test_moderation_carries_reasons(make_service: Build) -> None:
     meta = {"reasons": ["violence"], "flagged_input": "...", "provider_name": "OpenAI", "model_slug": "openai/gpt-4o"}
-    service, _ = make_service(lambda r: json_response(403, {"error": {"code": 403, "message": "flagged", "metadata": meta}}))
+    service, _ = make_service(
+        lambda r: json_response(403, {"error": {"code": 403, "message": "flagged", "metadata": meta}})
+    )
     with pytest.raises(OpenRouterModerationError) as info:
         await service.chat_completion(USER)
     assert info.value.metadata["reasons"] == ["violence"]
@@ -355,8 +402,9 @@ async def test_context_length_is_its_own_error(make_service: Build) -> None:
 
 
 async def test_string_error_code_is_accepted(make_service: Build) -> None:
-    service, _ = make_service(lambda r: json_response(200, {"error": {"code": "server_error", "message": "boom"}}),
-                              max_retries=0)
+    service, _ = make_service(
+        lambda r: json_response(200, {"error": {"code": "server_error", "message": "boom"}}), max_retries=0
+    )
     with pytest.raises(OpenRouterServerError) as info:
         await service.chat_completion(USER)
     assert info.value.upstream_code == "server_error"
@@ -364,9 +412,19 @@ async def test_string_error_code_is_accepted(make_service: Build) -> None:
 
 # -- structured output ------------------------------------------------------------------------------
 
-SCHEMA = {"type": "json_schema", "json_schema": {"name": "person", "strict": True, "schema": {
-    "type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
-    "required": ["name", "age"], "additionalProperties": False}}}
+SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "person",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
+            "required": ["name", "age"],
+            "additionalProperties": False,
+        },
+    },
+}
 
 
 async def test_json_object_content_is_parsed(make_service: Build) -> None:
@@ -376,10 +434,12 @@ async def test_json_object_content_is_parsed(make_service: Build) -> None:
 
 
 async def test_schema_violation_is_reasked_once_then_succeeds_with_summed_usage(make_service: Build) -> None:
-    service, seen = make_service([
-        json_response(200, completion_body('{"name": "Ada", "age": -1}')),
-        json_response(200, completion_body('{"name": "Ada", "age": 36}')),
-    ])
+    service, seen = make_service(
+        [
+            json_response(200, completion_body('{"name": "Ada", "age": -1}')),
+            json_response(200, completion_body('{"name": "Ada", "age": 36}')),
+        ]
+    )
     completion = await service.complete(USER, response_format=SCHEMA)
     assert completion.parsed == {"name": "Ada", "age": 36}
     reask = sent(seen[1])["messages"]
@@ -447,8 +507,10 @@ async def test_error_log_line_is_masked(make_service: Build, caplog: pytest.LogC
 
 def test_mask_secrets_removes_keys_tokens_and_jwts() -> None:
     service = OpenRouterService("my-custom-secret-key")
-    text = ("key sk-or-v1-0123456789abcdef Authorization: Bearer abc.def-ghi "
-            "jwt eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJl own my-custom-secret-key end")
+    text = (
+        "key sk-or-v1-0123456789abcdef Authorization: Bearer abc.def-ghi "
+        "jwt eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJl own my-custom-secret-key end"
+    )
     masked = service._mask_secrets(text)
     for secret in ("sk-or-v1-0123", "abc.def-ghi", "eyJhbGciOiJFUzI1NiJ9", "my-custom-secret-key"):
         assert secret not in masked

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -30,8 +30,13 @@ def test_zero_retries_means_one_attempt() -> None:
 
 @pytest.mark.parametrize(
     "exc",
-    [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.ConnectTimeout("x"),
-     httpx.RemoteProtocolError("reset"), httpx.ReadError("reset")],
+    [
+        httpx.ConnectError("refused"),
+        httpx.ReadTimeout("slow"),
+        httpx.ConnectTimeout("x"),
+        httpx.RemoteProtocolError("reset"),
+        httpx.ReadError("reset"),
+    ],
 )
 def test_connection_errors_and_timeouts_are_retried(exc: Exception) -> None:
     assert RetryPolicy().should_retry(1, exc=exc)

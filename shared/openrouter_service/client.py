@@ -347,14 +347,16 @@ class OpenRouterService:
 
     # -- the wire -------------------------------------------------------------------------------------
 
-    def _transport_error(self, exc: httpx.HTTPError, attempts: int) -> OpenRouterError:
+    def _transport_error(self, exc: httpx.HTTPError, attempts: int, *, after_chunks: int = 0) -> OpenRouterError:
         if isinstance(exc, httpx.TimeoutException):
-            return OpenRouterTimeoutError(
-                f"OpenRouter did not answer within {self.timeout:g} s.", attempts=attempts, retry_after=1.0
-            )
-        return OpenRouterConnectionError(
-            f"Could not reach OpenRouter ({exc.__class__.__name__}).", attempts=attempts, retry_after=1.0
-        )
+            what = f"OpenRouter did not answer within {self.timeout:g} s"
+            cls: type[OpenRouterError] = OpenRouterTimeoutError
+        else:
+            what = f"Could not reach OpenRouter ({exc.__class__.__name__})"
+            cls = OpenRouterConnectionError
+        if after_chunks:
+            what = f"The upstream stream was cut after {after_chunks} chunks ({exc.__class__.__name__})"
+        return cls(f"{what}.", attempts=attempts, retry_after=1.0)
 
     async def _handle_rate_limit(self, error: OpenRouterError, headers: Mapping[str, str] | None, attempt: int) -> None:
         """Wait before retrying a retryable answer, or raise ``error`` at once when the wait is too long."""
@@ -661,9 +663,7 @@ class ChatStream:
                     if self.chunks == 0 and service.retry_policy.should_retry(self.attempts, exc=exc):
                         retry_with = service._transport_error(exc, self.attempts)
                     else:
-                        error = service._transport_error(exc, self.attempts)
-                        error.message = f"The upstream stream was cut after {self.chunks} chunks ({error.message})"
-                        raise error from exc
+                        raise service._transport_error(exc, self.attempts, after_chunks=self.chunks) from exc
                 finally:
                     await self._close_response()
                 if retry_with is not None:

@@ -1,0 +1,35 @@
+"""``openrouter-functions``: the project's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a sub-command; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="openrouter-functions", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fake = sub.add_parser("fake-upstream", help="run a fake OpenRouter server on loopback for offline work")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=8787)
+    fake.add_argument("--api-key", default=None, help="require this bearer key (default: any non-empty key)")
+    fake.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
+
+    args = parser.parse_args(argv)
+    if args.command == "fake-upstream":
+        from . import fake_upstream
+
+        forwarded = ["--host", args.host, "--port", str(args.port), "--chunk-delay", str(args.chunk_delay)]
+        if args.api_key:
+            forwarded += ["--api-key", args.api_key]
+        return fake_upstream.main(forwarded)
+    parser.error(f"unknown command {args.command}")  # pragma: no cover
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

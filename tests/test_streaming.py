@@ -1,0 +1,167 @@
+"""Streaming over httpx.MockTransport: SSE parsing, usage, mid-stream errors, retries before the first chunk."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Sleeps, json_response
+from openrouter_service import (
+    OpenRouterConnectionError,
+    OpenRouterRateLimitError,
+    OpenRouterResponseError,
+    OpenRouterService,
+    OpenRouterValidationError,
+    SSEComment,
+)
+from openrouter_service.sse import SSEData, iter_sse
+
+Build = Callable[..., tuple[OpenRouterService, list[httpx.Request]]]
+USER = [{"role": "user", "content": "Hi"}]
+USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "cost": 0.00001}
+
+
+def chunk(content: str | None = None, finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    delta = {} if content is None else {"content": content}
+    body: dict[str, Any] = {
+        "id": "gen-9",
+        "object": "chat.completion.chunk",
+        "model": "openai/gpt-4o",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    body.update(extra)
+    return body
+
+
+def sse(*events: dict[str, Any] | str) -> bytes:
+    out = []
+    for event in events:
+        if isinstance(event, str):
+            out.append(event + "\n\n")
+        else:
+            out.append(f"data: {json.dumps(event)}\n\n")
+    return "".join(out).encode()
+
+
+def stream_response(body: bytes) -> httpx.Response:
+    return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+
+HAPPY = sse(
+    ": OPENROUTER PROCESSING",
+    chunk("Hel"),
+    chunk("lo"),
+    chunk(finish="stop"),
+    {"id": "gen-9", "object": "chat.completion.chunk", "choices": [], "usage": USAGE},
+    "data: [DONE]",
+)
+
+
+async def lines(*items: str) -> AsyncIterator[str]:
+    for item in items:
+        yield item
+
+
+async def test_sse_parser_joins_multiline_data_skips_fields_and_reports_comments() -> None:
+    events = [
+        e
+        async for e in iter_sse(
+            lines(": ping", "event: message", "id: 7", 'data: {"a":', "data: 1}", "", "retry: 5", "data: [DONE]")
+        )
+    ]
+    assert events == [SSEComment("ping"), SSEData('{"a":\n1}'), SSEData("[DONE]")]
+
+
+async def test_sse_parser_accepts_crlf_and_no_space_after_colon() -> None:
+    events = [e async for e in iter_sse(lines("data:x\r", "\r", "data: y", ""))]
+    assert events == [SSEData("x"), SSEData("y")]
+
+
+async def test_stream_yields_chunks_and_exposes_usage(make_service: Build) -> None:
+    service, seen = make_service(lambda r: stream_response(HAPPY))
+    stream = service.stream_chat_completion(USER, model_params={"temperature": 0})
+    text = "".join([c["choices"][0]["delta"].get("content", "") async for c in stream if c["choices"]])
+    assert text == "Hello"
+    assert stream.usage == USAGE
+    assert (stream.generation_id, stream.finish_reason, stream.completed, stream.attempts) == ("gen-9", "stop", True, 1)
+    body = json.loads(seen[0].content)
+    assert body["stream"] is True and body["temperature"] == 0
+
+
+async def test_events_pass_keepalive_comments_on(make_service: Build) -> None:
+    service, _ = make_service(lambda r: stream_response(HAPPY))
+    events = [e async for e in service.stream_chat_completion(USER).events()]
+    assert events[0] == SSEComment("OPENROUTER PROCESSING")
+    assert sum(isinstance(e, dict) for e in events) == 4
+
+
+async def test_validation_happens_before_streaming(make_service: Build) -> None:
+    service, seen = make_service(lambda r: stream_response(HAPPY))
+    with pytest.raises(OpenRouterValidationError):
+        service.stream_chat_completion([{"role": "user"}])
+    assert seen == []
+
+
+async def test_mid_stream_error_raises_after_yielding_what_came_before(make_service: Build) -> None:
+    error_chunk = chunk(
+        "",
+        "error",
+        error={"code": 429, "message": "Rate limit exceeded", "metadata": {"error_type": "rate_limit_exceeded"}},
+    )
+    service, seen = make_service(lambda r: stream_response(sse(chunk("Hel"), error_chunk)))
+    received: list[str] = []
+    stream = service.stream_chat_completion(USER)
+    with pytest.raises(OpenRouterRateLimitError) as info:
+        async for c in stream:
+            received.append(c["choices"][0]["delta"]["content"])
+    assert received == ["Hel"]
+    assert len(seen) == 1  # never retried once a chunk went out
+    assert info.value.upstream_status == 429
+    assert stream.error is info.value and not stream.completed
+
+
+async def test_error_before_first_chunk_is_retried(make_service: Build, sleeps: Sleeps) -> None:
+    error_chunk = chunk("", "error", error={"code": 502, "message": "Provider returned error"})
+    service, seen = make_service([stream_response(sse(": OPENROUTER PROCESSING", error_chunk)), stream_response(HAPPY)])
+    chunks = [c async for c in service.stream_chat_completion(USER)]
+    assert len(chunks) == 4 and len(seen) == 2 and len(sleeps) == 1
+
+
+async def test_pre_stream_http_errors_are_retried(make_service: Build, sleeps: Sleeps) -> None:
+    service, _seen = make_service(
+        [json_response(503, {"error": {"code": 503, "message": "down"}}, {"Retry-After": "1"}), stream_response(HAPPY)]
+    )
+    stream = service.stream_chat_completion(USER)
+    assert len([c async for c in stream]) == 4
+    assert sleeps == [1.0] and stream.attempts == 2
+
+
+async def test_error_json_instead_of_stream_is_recognised(make_service: Build) -> None:
+    service, _ = make_service(lambda r: json_response(200, {"error": {"code": 400, "message": "bad"}}))
+    with pytest.raises(Exception, match="bad"):
+        [c async for c in service.stream_chat_completion(USER)]
+
+
+async def test_stream_ending_without_done_or_finish_is_an_error(make_service: Build) -> None:
+    service, _ = make_service(lambda r: stream_response(sse(chunk("Hel"))))
+    with pytest.raises(OpenRouterConnectionError, match="without finishing"):
+        [c async for c in service.stream_chat_completion(USER)]
+
+
+async def test_non_json_event_is_a_clear_error(make_service: Build) -> None:
+    service, _ = make_service(lambda r: stream_response(b"data: {nope\n\n"))
+    with pytest.raises(OpenRouterResponseError, match="not JSON"):
+        [c async for c in service.stream_chat_completion(USER)]
+
+
+async def test_aclose_stops_reading(make_service: Build) -> None:
+    service, _ = make_service(lambda r: stream_response(HAPPY))
+    stream = service.stream_chat_completion(USER)
+    async for _ in stream:
+        break
+    await stream.aclose()
+    assert not stream.completed and stream.chunks == 1
