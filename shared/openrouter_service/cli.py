@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["main"]
@@ -19,7 +20,16 @@ def main(argv: list[str] | None = None) -> int:
     fake.add_argument("--api-key", default=None, help="require this bearer key (default: any non-empty key)")
     fake.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
 
+    run = sub.add_parser("serve", help="serve /chat, /completion, /health and /metrics on one port")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    run.add_argument("--functions-dir", default=None, help="folder with <name>/main.py (default: ./functions)")
+
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        from .server import serve
+
+        return serve(args.host, args.port, args.functions_dir)
     if args.command == "fake-upstream":
         from . import fake_upstream
 

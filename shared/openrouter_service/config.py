@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
+
+CsvList = Annotated[tuple[str, ...], NoDecode]
 
 
 class Settings(BaseSettings):
     """Every environment variable the product reads; secrets are ``SecretStr`` so they never print."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True, frozen=True)
 
+    # OpenRouter
     openrouter_api_key: SecretStr | None = None
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
     openrouter_model: str = "openai/gpt-4o"
@@ -22,6 +26,40 @@ class Settings(BaseSettings):
     openrouter_max_retries: int = Field(default=3, ge=0, le=10)
     openrouter_app_url: str | None = None
     openrouter_app_title: str | None = "OpenRouter Functions"
+    default_system_prompt: str | None = None
+
+    # Supabase auth
+    supabase_url: str | None = None
+    supabase_jwt_secret: SecretStr | None = None
+    supabase_jwks_url: str | None = None
+    supabase_service_role_key: SecretStr | None = None
+    allow_anonymous_users: bool = False
+
+    # Request policy
+    allowed_origins: CsvList = ("*",)
+    allowed_models: CsvList = ()
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    prompt_guard: Literal["off", "flag", "block"] = "flag"
+    log_prompts: bool = True
+    health_cache_seconds: float = Field(default=10.0, ge=0)
+
+    # Set by `openrouter-functions serve` when it runs without real credentials.
+    offline_mode: bool = False
+
+    @field_validator("allowed_origins", "allowed_models", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("supabase_url", "supabase_jwks_url", "openrouter_app_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.rstrip("/") if isinstance(value, str) else value
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -35,3 +73,22 @@ class Settings(BaseSettings):
     def openrouter_api_key_value(self) -> str | None:
         """The OpenRouter key in clear, for the one place that sends it."""
         return self.openrouter_api_key.get_secret_value() if self.openrouter_api_key else None
+
+    @property
+    def jwks_url(self) -> str | None:
+        """Where the project's public signing keys are: explicit, or derived from ``SUPABASE_URL``."""
+        if self.supabase_jwks_url:
+            return self.supabase_jwks_url
+        if self.supabase_url:
+            return f"{self.supabase_url}/auth/v1/.well-known/jwks.json"
+        return None
+
+    @property
+    def token_issuer(self) -> str | None:
+        """The ``iss`` claim user tokens must carry, when ``SUPABASE_URL`` is set."""
+        return f"{self.supabase_url}/auth/v1" if self.supabase_url else None
+
+    @property
+    def auth_configured(self) -> bool:
+        """Whether any way of verifying access tokens is configured."""
+        return bool(self.supabase_jwt_secret) or self.jwks_url is not None

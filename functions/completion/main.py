@@ -1,0 +1,12 @@
+"""completion: one prompt in; text, and JSON validated against a response_format, out."""
+
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from openrouter_service.endpoints import completion_endpoint
+
+
+@functions_framework.aio.http
+async def completion(request: Request) -> Response:
+    return await completion_endpoint(request)

@@ -1,0 +1,12 @@
+"""health: is this function instance able to serve? No token needed; 200 or 503."""
+
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from openrouter_service.endpoints import health_endpoint
+
+
+@functions_framework.aio.http
+async def health(request: Request) -> Response:
+    return await health_endpoint(request)

@@ -1,0 +1,443 @@
+"""The three functions' request handling: parse -> authenticate -> admit -> call -> record -> respond.
+
+``functions/<name>/main.py`` hand each request to one of :func:`chat_endpoint`,
+:func:`completion_endpoint` and :func:`health_endpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from .bodies import parse_chat, parse_completion, read_json
+from .client import ChatStream, Completion
+from .cors import cors_headers, preflight_headers
+from .envelope import ApiError, error_from_exception, error_response, json_response
+from .errors import OpenRouterError
+from .guard import scan_messages
+from .messages import normalize_model
+from .metrics import METRICS
+from .redact import preview
+from .runtime import VERSION, Runtime, get_runtime
+from .sse import SSEComment
+
+__all__ = ["chat_endpoint", "completion_endpoint", "health_endpoint"]
+
+log = logging.getLogger("openrouter_functions.request")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_CHAT_PATHS = frozenset({"", "/", "/chat/completions", "/v1/chat/completions"})
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What one request did, for its log line and metrics."""
+
+    function: str
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    user_id: str | None = None
+    model: str | None = None
+    status: int = 200
+    error_type: str | None = None
+    attempts: int = 0
+    usage: dict[str, Any] | None = None
+    generation_id: str | None = None
+    guard: list[str] = field(default_factory=list)
+    prompt_preview: str | None = None
+    response_preview: str | None = None
+    outcome: str = "ok"
+
+    def fail(self, error: ApiError) -> None:
+        self.status, self.error_type = error.status, error.type
+        self.outcome = "error"
+
+    def record(self) -> None:
+        """Metrics and the request's one JSON log line."""
+        elapsed = time.perf_counter() - self.started
+        model = self.model or "none"
+        METRICS.inc("orf_requests_total", function=self.function, status=str(self.status), model=model)
+        METRICS.observe_latency(elapsed, function=self.function)
+        if self.attempts:
+            METRICS.inc("orf_upstream_attempts_total", self.attempts, function=self.function)
+            if self.attempts > 1:
+                METRICS.inc("orf_upstream_retries_total", self.attempts - 1, function=self.function)
+        usage = self.usage or {}
+        prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        cost = usage.get("cost")
+        if isinstance(prompt_tokens, int):
+            METRICS.inc("orf_tokens_total", prompt_tokens, function=self.function, model=model, kind="prompt")
+        if isinstance(completion_tokens, int):
+            METRICS.inc("orf_tokens_total", completion_tokens, function=self.function, model=model, kind="completion")
+        if isinstance(cost, int | float):
+            METRICS.inc("orf_cost_usd_total", float(cost), function=self.function, model=model)
+        if not log.isEnabledFor(logging.INFO):
+            return
+        severity = "ERROR" if self.status >= 500 else "WARNING" if self.status >= 400 else "INFO"
+        line = {
+            "severity": severity,
+            "message": f"{self.function} {self.status} {self.outcome}",
+            "request_id": self.request_id,
+            "function": self.function,
+            "user_id": self.user_id,
+            "model": self.model,
+            "status": self.status,
+            "error_type": self.error_type,
+            "outcome": self.outcome,
+            "latency_ms": round(elapsed * 1000.0, 2),
+            "attempts": self.attempts,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "cost": cost,
+            "generation_id": self.generation_id,
+            "prompt_guard": self.guard or None,
+            "prompt_preview": self.prompt_preview,
+            "response_preview": self.response_preview,
+        }
+        log.info(json.dumps(line, ensure_ascii=False, default=str))
+
+
+Handler = Callable[[Request, Exchange, Runtime], Awaitable[Response]]
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given and _REQUEST_ID.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def _route(request: Request) -> str:
+    path: str = request.scope.get("path", "/")
+    root: str = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path.rstrip("/")
+
+
+async def _serve(request: Request, function: str, handler: Handler) -> Response:
+    exchange = Exchange(function, _request_id(request))
+    origin = request.headers.get("origin")
+    streaming = False
+    try:
+        runtime = get_runtime()
+        allowed = runtime.settings.allowed_origins
+        if request.method == "OPTIONS":
+            response: Response = Response(status_code=204, headers=preflight_headers(origin, allowed))
+            exchange.status = 204
+        else:
+            response = await handler(request, exchange, runtime)
+            streaming = isinstance(response, StreamingResponse)
+    except Exception as exc:
+        error = error_from_exception(exc)
+        if error.type == "internal":
+            logging.getLogger("openrouter_functions").exception("unhandled error in %s", function)
+        exchange.fail(error)
+        allowed = _allowed_origins_or_default()
+        response = error_response(error)
+    response.headers.update(cors_headers(origin, allowed))
+    response.headers["X-Request-Id"] = exchange.request_id
+    if not streaming:
+        exchange.record()
+    return response
+
+
+def _allowed_origins_or_default() -> tuple[str, ...]:
+    try:
+        return get_runtime().settings.allowed_origins
+    except Exception:
+        return ("*",)
+
+
+def _require_post(request: Request) -> None:
+    if request.method != "POST":
+        raise ApiError(405, "method_not_allowed", "Use POST.", headers={"Allow": "POST, OPTIONS"})
+
+
+async def _authenticate(request: Request, exchange: Exchange, runtime: Runtime) -> None:
+    caller = await runtime.verifier.verify(request.headers.get("authorization"))
+    exchange.user_id = caller.user_id
+
+
+def _admit(
+    runtime: Runtime, exchange: Exchange, messages: list[Any], params: dict[str, Any], default_model: str
+) -> None:
+    """Policy: allowed models, the output-token cap, the prompt guard."""
+    settings = runtime.settings
+    model = params.get("model")
+    model = normalize_model(model) if isinstance(model, str) and model.strip() else default_model
+    exchange.model = model
+    allowed = settings.allowed_models
+    if allowed and not any(model == m or (m.endswith("*") and model.startswith(m[:-1])) for m in allowed):
+        raise ApiError(400, "model_not_allowed", f"The model {model!r} is not available here.")
+    fallbacks = params.get("models")
+    if allowed and isinstance(fallbacks, list):
+        for extra in fallbacks:
+            name = normalize_model(extra) if isinstance(extra, str) else str(extra)
+            if not any(name == m or (m.endswith("*") and name.startswith(m[:-1])) for m in allowed):
+                raise ApiError(400, "model_not_allowed", f"The model {name!r} is not available here.")
+    cap = settings.max_output_tokens
+    if cap is not None:
+        for key in ("max_tokens", "max_completion_tokens"):
+            value = params.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+                raise ApiError(400, "max_tokens_exceeded", f"{key} may be at most {cap}.")
+    if settings.prompt_guard != "off":
+        hits = scan_messages(m for m in messages if isinstance(m, dict))
+        if hits:
+            exchange.guard = hits
+            action = "blocked" if settings.prompt_guard == "block" else "flagged"
+            for rule in hits:
+                METRICS.inc("orf_prompt_guard_total", function=exchange.function, rule=rule, action=action)
+            if settings.prompt_guard == "block":
+                raise ApiError(400, "prompt_rejected", "The request looks like a prompt-injection attempt.")
+
+
+def _last_user_text(messages: list[Any]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            return str(content)
+    return ""
+
+
+def _note_completion(exchange: Exchange, runtime: Runtime, completion: Completion) -> None:
+    exchange.attempts = completion.attempts
+    exchange.usage = completion.usage
+    data = completion.data
+    exchange.generation_id = data.get("id") if isinstance(data.get("id"), str) else None
+    if isinstance(data.get("model"), str):
+        exchange.model = data["model"]
+    if runtime.settings.log_prompts:
+        exchange.response_preview = preview(completion.content or "")
+
+
+def _note_error(exchange: Exchange, exc: BaseException) -> None:
+    if isinstance(exc, OpenRouterError):
+        exchange.attempts = exc.attempts
+        usage = getattr(exc, "usage", None)
+        if isinstance(usage, dict):
+            exchange.usage = usage
+
+
+# -- chat ---------------------------------------------------------------------------------------------
+
+
+async def _chat(request: Request, exchange: Exchange, runtime: Runtime) -> Response:
+    if _route(request) not in _CHAT_PATHS:
+        raise ApiError(404, "not_found", "Unknown path; POST to the function's URL or /v1/chat/completions.")
+    _require_post(request)
+    await _authenticate(request, exchange, runtime)
+    chat = parse_chat(await read_json(request, runtime.settings.max_body_bytes))
+    service = runtime.service
+    _admit(runtime, exchange, chat.messages, chat.params, service.model_name)
+    if runtime.settings.log_prompts:
+        exchange.prompt_preview = preview(_last_user_text(chat.messages))
+    try:
+        if chat.stream:
+            if chat.response_format is not None:
+                raise ApiError(400, "invalid_request", "response_format cannot be combined with stream.")
+            stream = service.stream_chat_completion(chat.messages, model_params=chat.params)
+            return await _stream_response(stream, exchange, runtime)
+        completion = await service.complete(
+            chat.messages, model_params=chat.params, response_format=chat.response_format
+        )
+    except OpenRouterError as exc:
+        _note_error(exchange, exc)
+        raise
+    _note_completion(exchange, runtime, completion)
+    return json_response(completion.data)
+
+
+def _encode_event(item: dict[str, Any] | SSEComment) -> bytes:
+    if isinstance(item, SSEComment):
+        return f": {item.text}\n\n".encode()
+    return b"data: " + json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+def _error_event(stream: ChatStream, error: OpenRouterError, exchange: Exchange) -> bytes:
+    event = {
+        "id": stream.generation_id or exchange.request_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": stream.model or exchange.model,
+        "error": {
+            "code": error.upstream_status or error.status_code,
+            "message": error.message,
+            "metadata": {
+                "type": error.type,
+                **({"error_type": error.metadata["error_type"]} if "error_type" in error.metadata else {}),
+            },
+        },
+        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+    }
+    return _encode_event(event)
+
+
+async def _stream_response(stream: ChatStream, exchange: Exchange, runtime: Runtime) -> Response:
+    events = stream.events()
+    # Wait for the first event so that a failure before the stream starts (bad model, upstream down
+    # after retries) is an ordinary HTTP error, not a 200 whose body is an error.
+    try:
+        first: dict[str, Any] | SSEComment | None = await events.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await stream.aclose()
+        exchange.attempts = stream.attempts
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        pieces: list[str] = []
+        try:
+            if first is not None:
+                if isinstance(first, dict):
+                    _collect(first, pieces)
+                yield _encode_event(first)
+            async for item in events:
+                if isinstance(item, dict):
+                    _collect(item, pieces)
+                yield _encode_event(item)
+            yield b"data: [DONE]\n\n"
+        except OpenRouterError as exc:
+            exchange.fail(error_from_exception(exc))
+            exchange.status = 200  # the HTTP status already went out
+            exchange.outcome = "upstream_error"
+            yield _error_event(stream, exc, exchange)
+            yield b"data: [DONE]\n\n"
+        except BaseException:
+            exchange.outcome = "cancelled"
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+                exchange.attempts = stream.attempts
+                exchange.usage = stream.usage
+                exchange.generation_id = stream.generation_id
+                if stream.model:
+                    exchange.model = stream.model
+                if runtime.settings.log_prompts:
+                    exchange.response_preview = preview("".join(pieces))
+                exchange.record()
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+def _collect(chunk: dict[str, Any], pieces: list[str]) -> None:
+    choices = chunk.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        delta = choices[0].get("delta")
+        if isinstance(delta, dict) and isinstance(delta.get("content"), str) and sum(map(len, pieces)) < 600:
+            pieces.append(delta["content"])
+
+
+async def chat_endpoint(request: Request) -> Response:
+    """The ``chat`` function: OpenAI chat completions, plain or streamed."""
+    return await _serve(request, "chat", _chat)
+
+
+# -- completion ---------------------------------------------------------------------------------------
+
+
+async def _completion(request: Request, exchange: Exchange, runtime: Runtime) -> Response:
+    if _route(request) not in ("", "/"):
+        raise ApiError(404, "not_found", "Unknown path; POST to the function's URL.")
+    _require_post(request)
+    await _authenticate(request, exchange, runtime)
+    call = parse_completion(await read_json(request, runtime.settings.max_body_bytes))
+    service = runtime.service
+    messages: list[Any] = []
+    if call.system:
+        messages.append({"role": "system", "content": call.system})
+    messages.append({"role": "user", "content": call.prompt})
+    _admit(runtime, exchange, messages, call.params, service.model_name)
+    if runtime.settings.log_prompts:
+        exchange.prompt_preview = preview(call.prompt)
+    try:
+        completion = await service.complete(messages, model_params=call.params, response_format=call.response_format)
+    except OpenRouterError as exc:
+        _note_error(exchange, exc)
+        raise
+    _note_completion(exchange, runtime, completion)
+    data = completion.data
+    structured = call.response_format is not None and call.response_format.get("type") != "text"
+    return json_response(
+        {
+            "id": data.get("id"),
+            "model": data.get("model"),
+            "text": completion.content,
+            "data": completion.parsed if structured else None,
+            "usage": completion.usage,
+        }
+    )
+
+
+async def completion_endpoint(request: Request) -> Response:
+    """The ``completion`` function: one prompt in, text (and validated JSON) out."""
+    return await _serve(request, "completion", _completion)
+
+
+# -- health -------------------------------------------------------------------------------------------
+
+
+async def _health(request: Request, exchange: Exchange, runtime: Runtime) -> Response:
+    if request.method not in ("GET", "POST", "HEAD"):
+        raise ApiError(405, "method_not_allowed", "Use GET or POST.", headers={"Allow": "GET, POST, OPTIONS"})
+    probe, cached = await runtime.probe_upstream()
+    problems = runtime.configuration_problems()
+    down = []
+    if not probe.ok:
+        down.append("upstream")
+    if problems:
+        down.append("configuration")
+    settings = runtime.settings
+    body = {
+        "status": "ok" if not down else "down",
+        "down": down,
+        "version": VERSION,
+        "offline_mode": settings.offline_mode,
+        "uptime_s": round(time.time() - runtime.started_at, 1),
+        "checks": {
+            "upstream": {
+                "ok": probe.ok,
+                "latency_ms": round(probe.latency_ms, 1),
+                "checked_at": int(probe.checked_at),
+                "cached": cached,
+                **({"detail": probe.detail} if probe.detail else {}),
+            },
+            "configuration": {
+                "ok": not problems,
+                "problems": problems,
+                "model": settings.openrouter_model,
+                "auth": "hs256+jwks"
+                if settings.supabase_jwt_secret and settings.jwks_url
+                else "hs256"
+                if settings.supabase_jwt_secret
+                else "jwks"
+                if settings.jwks_url
+                else "none",
+                "prompt_guard": settings.prompt_guard,
+            },
+        },
+    }
+    status = 200 if not down else 503
+    exchange.status = status
+    return json_response(body, status, {"Cache-Control": "no-store"})
+
+
+async def health_endpoint(request: Request) -> Response:
+    """The ``health`` function: no token; 200 when everything works, 503 saying what is down."""
+    return await _serve(request, "health", _health)

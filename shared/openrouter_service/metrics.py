@@ -1,0 +1,90 @@
+"""Prometheus metrics without a client library: a few counters and one histogram, text format 0.0.4."""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections import defaultdict
+
+__all__ = ["METRICS", "Metrics"]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def _labels(**labels: str) -> Labels:
+    return tuple(sorted(labels.items()))
+
+
+def _render_labels(labels: Labels, extra: tuple[tuple[str, str], ...] = ()) -> str:
+    pairs = labels + extra
+    if not pairs:
+        return ""
+    inner = ",".join(f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for k, v in pairs)
+    return "{" + inner + "}"
+
+
+class Metrics:
+    """Process-wide metrics; cheap to update on the request path."""
+
+    _HELP = {
+        "orf_requests_total": ("counter", "Requests answered, by function, HTTP status and model."),
+        "orf_request_duration_seconds": ("histogram", "Time to answer a request (to the last byte for streams)."),
+        "orf_upstream_attempts_total": ("counter", "Calls made to OpenRouter, retries included."),
+        "orf_upstream_retries_total": ("counter", "Calls to OpenRouter that were retries."),
+        "orf_tokens_total": ("counter", "Tokens reported by the provider, by kind (prompt/completion)."),
+        "orf_cost_usd_total": ("counter", "Cost in USD reported by the provider."),
+        "orf_prompt_guard_total": ("counter", "Requests the prompt guard flagged or blocked, by rule."),
+        "orf_usage_unrecorded_total": ("counter", "Usage records that could not be written to the ledger."),
+    }
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
+        self._hist: dict[Labels, list[float]] = {}
+        self._hist_sum: dict[Labels, float] = defaultdict(float)
+
+    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
+        """Add ``value`` to a counter."""
+        with self._lock:
+            self._counters[name][_labels(**labels)] += value
+
+    def observe_latency(self, seconds: float, **labels: str) -> None:
+        """Record one request duration."""
+        key = _labels(**labels)
+        with self._lock:
+            counts = self._hist.get(key)
+            if counts is None:
+                counts = self._hist[key] = [0.0] * (len(LATENCY_BUCKETS) + 1)
+            counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self._hist_sum[key] += seconds
+
+    def value(self, name: str, **labels: str) -> float:
+        """A counter's current value (tests and health)."""
+        with self._lock:
+            return self._counters.get(name, {}).get(_labels(**labels), 0.0)
+
+    def render(self) -> str:
+        """Everything in Prometheus' text exposition format."""
+        lines: list[str] = []
+        with self._lock:
+            for name, (kind, text) in self._HELP.items():
+                lines.append(f"# HELP {name} {text}")
+                lines.append(f"# TYPE {name} {kind}")
+                if kind == "counter":
+                    for labels, value in sorted(self._counters.get(name, {}).items()):
+                        lines.append(f"{name}{_render_labels(labels)} {value:g}")
+                    continue
+                for labels, counts in sorted(self._hist.items()):
+                    running = 0.0
+                    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), counts, strict=True):
+                        running += count
+                        le = "+Inf" if bound == float("inf") else f"{bound:g}"
+                        lines.append(f"{name}_bucket{_render_labels(labels, (('le', le),))} {running:g}")
+                    lines.append(f"{name}_sum{_render_labels(labels)} {self._hist_sum[labels]:.6f}")
+                    lines.append(f"{name}_count{_render_labels(labels)} {running:g}")
+        return "\n".join(lines) + "\n"
+
+
+METRICS = Metrics()

@@ -1,0 +1,164 @@
+"""What one function instance builds once and reuses: settings, the client, the token verifier.
+
+Built on the first request, not at import (no secrets read or sockets opened while modules load).
+A misconfiguration is remembered and reported by every request and by ``health``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .auth import TokenVerifier
+from .client import OpenRouterService
+from .config import Settings
+from .envelope import ApiError
+from .errors import OpenRouterConfigError
+
+__all__ = ["Runtime", "UpstreamProbe", "get_runtime", "reset_runtime"]
+
+VERSION = "0.1.0"
+
+
+@dataclass(slots=True)
+class UpstreamProbe:
+    """The last reachability check of OpenRouter."""
+
+    ok: bool
+    latency_ms: float
+    checked_at: float
+    detail: str | None = None
+
+
+@dataclass
+class Runtime:
+    """Per-instance state; nothing here matters for correctness across instances."""
+
+    settings: Settings
+    started_at: float = field(default_factory=time.time)
+    _service: OpenRouterService | None = None
+    _service_error: OpenRouterConfigError | None = None
+    _verifier: TokenVerifier | None = None
+    _probe: UpstreamProbe | None = None
+    _probe_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def service(self) -> OpenRouterService:
+        """The pooled OpenRouter client, or a 500 ``configuration_error`` when it cannot exist."""
+        if self._service is None:
+            if self._service_error is None:
+                try:
+                    self._service = self._build_service()
+                except OpenRouterConfigError as exc:
+                    self._service_error = exc
+            if self._service_error is not None:
+                raise ApiError(500, "configuration_error", "The server is not configured to reach the AI service.")
+        assert self._service is not None
+        return self._service
+
+    def _build_service(self) -> OpenRouterService:
+        s = self.settings
+        return OpenRouterService(
+            s.openrouter_api_key_value(),
+            s.openrouter_model,
+            base_url=s.openrouter_base_url,
+            timeout=s.openrouter_timeout,
+            max_retries=s.openrouter_max_retries,
+            default_system_prompt=s.default_system_prompt,
+            app_url=s.openrouter_app_url,
+            app_title=s.openrouter_app_title,
+        )
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        if self._verifier is None:
+            s = self.settings
+            self._verifier = TokenVerifier(
+                jwt_secret=s.supabase_jwt_secret.get_secret_value() if s.supabase_jwt_secret else None,
+                jwks_url=s.jwks_url,
+                issuer=s.token_issuer,
+                allow_anonymous=s.allow_anonymous_users,
+            )
+        return self._verifier
+
+    def configuration_problems(self) -> list[str]:
+        """What is missing for chat and completion to work (no secret values, only names)."""
+        problems = []
+        if not self.settings.openrouter_api_key_value():
+            problems.append("OPENROUTER_API_KEY is not set")
+        if not self.settings.auth_configured:
+            problems.append("no token verification configured (SUPABASE_JWT_SECRET or SUPABASE_URL)")
+        return problems
+
+    async def probe_upstream(self, *, probe_timeout: float = 3.0) -> tuple[UpstreamProbe, bool]:
+        """OpenRouter's reachability, cached ``health_cache_seconds``: (probe, whether it was cached)."""
+        ttl = self.settings.health_cache_seconds
+        probe = self._probe
+        if probe is not None and time.time() - probe.checked_at < ttl:
+            return probe, True
+        async with self._probe_lock:  # concurrent probes share one upstream call
+            probe = self._probe
+            if probe is not None and time.time() - probe.checked_at < ttl:
+                return probe, True
+            started = time.perf_counter()
+            detail = None
+            try:
+                async with httpx.AsyncClient(timeout=probe_timeout) as client:
+                    response = await client.get(f"{self.settings.openrouter_base_url.rstrip('/')}/models")
+                ok = response.status_code == 200
+                if not ok:
+                    detail = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                ok, detail = False, exc.__class__.__name__
+            probe = UpstreamProbe(ok, (time.perf_counter() - started) * 1000.0, time.time(), detail)
+            self._probe = probe
+            return probe, False
+
+    async def aclose(self) -> None:
+        if self._service is not None:
+            await self._service.aclose()
+            self._service = None
+
+
+_RUNTIME: Runtime | None = None
+
+
+def configure_logging() -> None:
+    """JSON lines on stdout (what Cloud Run and DigitalOcean collect); the core logs only problems."""
+    root = logging.getLogger("openrouter_functions")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+        root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+        root.propagate = False
+    core = logging.getLogger("openrouter_service")
+    if not core.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        core.addHandler(handler)
+        core.setLevel(logging.WARNING)
+        core.propagate = False
+
+
+def get_runtime() -> Runtime:
+    """This instance's runtime, built on first use from the environment."""
+    global _RUNTIME
+    if _RUNTIME is None:
+        configure_logging()
+        _RUNTIME = Runtime(Settings())
+    return _RUNTIME
+
+
+def reset_runtime(settings: Settings | None = None, **_: Any) -> Runtime | None:
+    """Forget the current runtime (tests, or after the environment changed); optionally install one."""
+    global _RUNTIME
+    _RUNTIME = Runtime(settings) if settings is not None else None
+    return _RUNTIME
