@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Sleeps, completion_body, json_response
+from helpers import Sleeps, completion_body, json_response
 from openrouter_service import (
     OpenRouterAuthError,
     OpenRouterBadRequestError,

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from conftest import Sleeps
+from helpers import Sleeps
 from openrouter_service import (
     OpenRouterAuthError,
     OpenRouterBadRequestError,

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Sleeps, json_response
+from helpers import Sleeps, json_response
 from openrouter_service import (
     OpenRouterConnectionError,
     OpenRouterRateLimitError,

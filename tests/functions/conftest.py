@@ -1,0 +1,80 @@
+"""In-process function tests: the real functions/<name>/main.py apps over httpx.ASGITransport,
+talking to the fake OpenRouter on loopback. Nothing sleeps for real (retry sleeps are recorded)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+
+from helpers import JWT_SECRET, ROOT, UPSTREAM_KEY, Sleeps
+from openrouter_service import OpenRouterService
+from openrouter_service.config import Settings
+from openrouter_service.fake_upstream import FakeOpenRouter
+from openrouter_service.runtime import Runtime, reset_runtime
+from openrouter_service.server import FunctionsRouter, build_app
+
+
+@pytest.fixture(scope="session")
+def router() -> FunctionsRouter:
+    """The three real function files, loaded once through functions-framework."""
+    return build_app(ROOT / "functions")
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenRouter]:
+    async with FakeOpenRouter(api_key=UPSTREAM_KEY) as server:
+        yield server
+
+
+Configure = Callable[..., Runtime]
+
+
+@pytest.fixture
+async def configure(fake: FakeOpenRouter, sleeps: Sleeps) -> AsyncIterator[Configure]:
+    """Install a runtime built from env-style settings (defaults: fake upstream + HS256 secret)."""
+    runtimes: list[Runtime] = []
+
+    def install(**env: str | None) -> Runtime:
+        values: dict[str, str] = {
+            "OPENROUTER_API_KEY": UPSTREAM_KEY,
+            "OPENROUTER_BASE_URL": fake.url,
+            "SUPABASE_JWT_SECRET": JWT_SECRET,
+            "HEALTH_CACHE_SECONDS": "0",
+        }
+        for key, value in env.items():
+            if value is None:
+                values.pop(key.upper(), None)
+            else:
+                values[key.upper()] = value
+        runtime = reset_runtime(Settings.from_env(values))
+        assert runtime is not None
+        settings = runtime.settings
+        if settings.openrouter_api_key_value():
+            runtime._service = OpenRouterService(
+                settings.openrouter_api_key_value(),
+                settings.openrouter_model,
+                base_url=settings.openrouter_base_url,
+                max_retries=settings.openrouter_max_retries,
+                timeout=settings.openrouter_timeout,
+                default_system_prompt=settings.default_system_prompt,
+                sleep=sleeps,
+            )
+        runtimes.append(runtime)
+        return runtime
+
+    yield install
+    for runtime in runtimes:
+        await runtime.aclose()
+    reset_runtime()
+
+
+@pytest.fixture
+async def client(router: FunctionsRouter, configure: Configure) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the functions at /chat, /completion, /health (runtime from `configure`)."""
+    configure()
+    transport = httpx.ASGITransport(app=router)
+    async with httpx.AsyncClient(transport=transport, base_url="http://functions.test") as http:
+        yield http
+    reset_runtime()

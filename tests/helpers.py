@@ -1,0 +1,76 @@
+"""Helpers shared by test modules: tokens and constants."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+
+ROOT = Path(__file__).resolve().parents[1]
+UPSTREAM_KEY = "sk-or-v1-test-upstream-key"
+JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
+USER_ID = "6f1c9c1e-2f6a-4c55-9a53-0d3d2b0f7a11"
+
+
+def mint(
+    secret: str = JWT_SECRET, *, algorithm: str = "HS256", headers: dict[str, Any] | None = None, **claims: Any
+) -> str:
+    """A Supabase-shaped access token; keyword arguments override or (with None) drop claims."""
+    now = int(time.time())
+    body: dict[str, Any] = {
+        "sub": USER_ID,
+        "aud": "authenticated",
+        "role": "authenticated",
+        "iat": now,
+        "exp": now + 3600,
+        "email": "ada@example.com",
+        "is_anonymous": False,
+    }
+    for key, value in claims.items():
+        if value is None:
+            body.pop(key, None)
+        else:
+            body[key] = value
+    return jwt.encode(body, secret, algorithm=algorithm, headers=headers)
+
+
+def bearer(token: str | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token or mint()}"}
+
+
+class Sleeps(list[float]):
+    """Records every delay the client asked for instead of sleeping."""
+
+    async def __call__(self, delay: float) -> None:
+        self.append(delay)
+
+
+def completion_body(content: str = "Hello!", **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": "gen-1-abc",
+        "provider": "DeepInfra",
+        "model": "openai/gpt-4o",
+        "object": "chat.completion",
+        "created": 1744845790,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "native_finish_reason": "stop",
+                "message": {"role": "assistant", "content": content, "refusal": None},
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14, "cost": 0.00014},
+    }
+    body.update(extra)
+    return body
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(
+        status, content=json.dumps(body).encode(), headers={"content-type": "application/json", **(headers or {})}
+    )
