@@ -44,6 +44,16 @@ class Settings(BaseSettings):
     log_prompts: bool = True
     health_cache_seconds: float = Field(default=10.0, ge=0)
 
+    # Ledger: request log, usage and per-user limits
+    database_url: SecretStr | None = None
+    ledger_backend: Literal["auto", "sqlite", "postgres", "supabase_rest", "off"] = "auto"
+    ledger_sqlite_path: str = ".openrouter-functions/ledger.sqlite3"
+    ledger_failure_mode: Literal["closed", "open"] = "closed"
+    default_rpm: int | None = Field(default=None, ge=0)
+    default_daily_requests: int | None = Field(default=None, ge=0)
+    default_daily_cost_usd: float | None = Field(default=None, ge=0)
+    quota_reserve_usd: float = Field(default=0.01, ge=0)
+
     # Set by `openrouter-functions serve` when it runs without real credentials.
     offline_mode: bool = False
 
@@ -53,6 +63,21 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator(
+        "default_rpm",
+        "default_daily_requests",
+        "default_daily_cost_usd",
+        "max_output_tokens",
+        "database_url",
+        "supabase_jwt_secret",
+        "supabase_service_role_key",
+        "openrouter_api_key",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("supabase_url", "supabase_jwks_url", "openrouter_app_url", mode="before")
     @classmethod
@@ -87,6 +112,17 @@ class Settings(BaseSettings):
     def token_issuer(self) -> str | None:
         """The ``iss`` claim user tokens must carry, when ``SUPABASE_URL`` is set."""
         return f"{self.supabase_url}/auth/v1" if self.supabase_url else None
+
+    @property
+    def resolved_ledger_backend(self) -> str:
+        """The ledger backend in use: explicit, else Postgres, Supabase REST, or embedded SQLite."""
+        if self.ledger_backend != "auto":
+            return self.ledger_backend
+        if self.database_url:
+            return "postgres"
+        if self.supabase_url and self.supabase_service_role_key:
+            return "supabase_rest"
+        return "sqlite"
 
     @property
     def auth_configured(self) -> bool:

@@ -25,6 +25,7 @@ from .cors import cors_headers, preflight_headers
 from .envelope import ApiError, error_from_exception, error_response, json_response
 from .errors import OpenRouterError
 from .guard import scan_messages
+from .ledger import LedgerUnavailable, Limits, UsageRecord, ledger_user_id
 from .messages import normalize_model
 from .metrics import METRICS
 from .redact import preview
@@ -34,6 +35,8 @@ from .sse import SSEComment
 __all__ = ["chat_endpoint", "completion_endpoint", "health_endpoint"]
 
 log = logging.getLogger("openrouter_functions.request")
+ledger_log = logging.getLogger("openrouter_functions.ledger")
+FINISH_ATTEMPTS = 3
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _CHAT_PATHS = frozenset({"", "/", "/chat/completions", "/v1/chat/completions"})
@@ -46,7 +49,12 @@ class Exchange:
     function: str
     request_id: str
     started: float = field(default_factory=time.perf_counter)
+    # The ledger's idempotency key is ours, never the caller's X-Request-Id: a reused id must not be
+    # able to turn a finish into a "duplicate" and so escape metering.
+    ledger_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     user_id: str | None = None
+    is_service: bool = False
+    admitted: bool = False
     model: str | None = None
     status: int = 200
     error_type: str | None = None
@@ -148,6 +156,8 @@ async def _serve(request: Request, function: str, handler: Handler) -> Response:
     response.headers.update(cors_headers(origin, allowed))
     response.headers["X-Request-Id"] = exchange.request_id
     if not streaming:
+        if exchange.user_id is not None:
+            await _settle(exchange)
         exchange.record()
     return response
 
@@ -167,6 +177,116 @@ def _require_post(request: Request) -> None:
 async def _authenticate(request: Request, exchange: Exchange, runtime: Runtime) -> None:
     caller = await runtime.verifier.verify(request.headers.get("authorization"))
     exchange.user_id = caller.user_id
+    exchange.is_service = caller.is_service
+
+
+async def _begin(runtime: Runtime, exchange: Exchange) -> None:
+    """Ledger admission: rate window, daily quotas and a cost reservation, in one round trip."""
+    ledger = runtime.ledger
+    if ledger is None or exchange.user_id is None:
+        return
+    # Trusted server callers (service role) are logged but not limited.
+    limits = Limits() if exchange.is_service else runtime.default_limits
+    try:
+        admission = await ledger.begin(
+            exchange.ledger_id,
+            ledger_user_id(exchange.user_id),
+            exchange.function,
+            exchange.model,
+            runtime.settings.quota_reserve_usd,
+            limits,
+        )
+    except LedgerUnavailable as exc:
+        METRICS.inc("orf_ledger_errors_total", function=exchange.function, op="begin")
+        ledger_log.warning(
+            json.dumps(
+                {
+                    "severity": "WARNING",
+                    "message": "ledger_begin_failed",
+                    "request_id": exchange.request_id,
+                    "error": str(exc),
+                }
+            )
+        )
+        if runtime.settings.ledger_failure_mode == "open":
+            return
+        raise ApiError(
+            503, "ledger_unavailable", "Usage accounting is unavailable; try again shortly.", retry_after=5
+        ) from None
+    if not admission.admitted:
+        if admission.reason == "rate_limited":
+            message = "Too many requests; slow down."
+            kind = "rate_limited"
+        else:
+            what = {"daily_cost_usd": "daily spending", "daily_requests": "daily request"}.get(
+                admission.limit or "", "daily"
+            )
+            message = f"The {what} limit for your account is reached; it resets at midnight UTC."
+            kind = "quota_exceeded"
+        raise ApiError(429, kind, message, retry_after=admission.retry_after, details={"limit": admission.limit})
+    exchange.admitted = True
+
+
+async def _settle(exchange: Exchange) -> None:
+    """Ledger finish: the log row and the usage, retried; never lost silently."""
+    try:
+        runtime = get_runtime()
+        ledger = runtime.ledger
+    except Exception:
+        return
+    if ledger is None or exchange.user_id is None:
+        return
+    usage = exchange.usage or {}
+    log_prompts = runtime.settings.log_prompts
+
+    def number(key: str) -> int | None:
+        value = usage.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    cost = usage.get("cost")
+    record = UsageRecord(
+        request_id=exchange.ledger_id,
+        user_id=ledger_user_id(exchange.user_id),
+        function=exchange.function,
+        model=exchange.model,
+        status=exchange.status,
+        error_type=exchange.error_type,
+        outcome=exchange.outcome,
+        latency_ms=round((time.perf_counter() - exchange.started) * 1000.0, 2),
+        attempts=exchange.attempts,
+        prompt_tokens=number("prompt_tokens"),
+        completion_tokens=number("completion_tokens"),
+        total_tokens=number("total_tokens"),
+        cost_usd=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+        generation_id=exchange.generation_id,
+        prompt_preview=exchange.prompt_preview if log_prompts else None,
+        response_preview=exchange.response_preview if log_prompts else None,
+    )
+    error: Exception | None = None
+    for attempt in range(FINISH_ATTEMPTS):
+        try:
+            await ledger.finish(record)
+            return
+        except LedgerUnavailable as exc:
+            error = exc
+            METRICS.inc("orf_ledger_errors_total", function=exchange.function, op="finish")
+            if attempt + 1 < FINISH_ATTEMPTS:
+                await runtime.sleep(0.1 * 3**attempt)
+    METRICS.inc("orf_usage_unrecorded_total", function=exchange.function)
+    # One line carrying the whole row, so it can be replayed into ledger_finish later.
+    ledger_log.error(
+        json.dumps(
+            {
+                "severity": "ERROR",
+                "message": "usage_unrecorded",
+                "request_id": exchange.request_id,
+                "error": str(error),
+                "record": {"p_request_id": record.request_id, "p_user_id": record.user_id, "p_row": record.row()},
+            },
+            ensure_ascii=False,
+            default=str,
+        )
+    )
 
 
 def _admit(
@@ -245,10 +365,11 @@ async def _chat(request: Request, exchange: Exchange, runtime: Runtime) -> Respo
     _admit(runtime, exchange, chat.messages, chat.params, service.model_name)
     if runtime.settings.log_prompts:
         exchange.prompt_preview = preview(_last_user_text(chat.messages))
+    if chat.stream and chat.response_format is not None:
+        raise ApiError(400, "invalid_request", "response_format cannot be combined with stream.")
+    await _begin(runtime, exchange)
     try:
         if chat.stream:
-            if chat.response_format is not None:
-                raise ApiError(400, "invalid_request", "response_format cannot be combined with stream.")
             stream = service.stream_chat_completion(chat.messages, model_params=chat.params)
             return await _stream_response(stream, exchange, runtime)
         completion = await service.complete(
@@ -330,6 +451,7 @@ async def _stream_response(stream: ChatStream, exchange: Exchange, runtime: Runt
                     exchange.model = stream.model
                 if runtime.settings.log_prompts:
                     exchange.response_preview = preview("".join(pieces))
+                await _settle(exchange)
                 exchange.record()
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -366,6 +488,7 @@ async def _completion(request: Request, exchange: Exchange, runtime: Runtime) ->
     _admit(runtime, exchange, messages, call.params, service.model_name)
     if runtime.settings.log_prompts:
         exchange.prompt_preview = preview(call.prompt)
+    await _begin(runtime, exchange)
     try:
         completion = await service.complete(messages, model_params=call.params, response_format=call.response_format)
     except OpenRouterError as exc:
@@ -398,9 +521,24 @@ async def _health(request: Request, exchange: Exchange, runtime: Runtime) -> Res
         raise ApiError(405, "method_not_allowed", "Use GET or POST.", headers={"Allow": "GET, POST, OPTIONS"})
     probe, cached = await runtime.probe_upstream()
     problems = runtime.configuration_problems()
+    ledger_state: dict[str, Any]
+    try:
+        ledger = runtime.ledger
+    except ApiError as exc:
+        problems.append(exc.message)
+        ledger_state = {"ok": False, "backend": runtime.settings.resolved_ledger_backend}
+    else:
+        ledger_ok = True if ledger is None else await ledger.check()
+        ledger_state = {
+            "ok": ledger_ok,
+            "backend": ledger.name if ledger is not None else "off",
+            "failure_mode": runtime.settings.ledger_failure_mode,
+        }
     down = []
     if not probe.ok:
         down.append("upstream")
+    if not ledger_state["ok"]:
+        down.append("ledger")
     if problems:
         down.append("configuration")
     settings = runtime.settings
@@ -418,6 +556,7 @@ async def _health(request: Request, exchange: Exchange, runtime: Runtime) -> Res
                 "cached": cached,
                 **({"detail": probe.detail} if probe.detail else {}),
             },
+            "ledger": ledger_state,
             "configuration": {
                 "ok": not problems,
                 "problems": problems,

@@ -37,6 +37,7 @@ class Metrics:
         "orf_cost_usd_total": ("counter", "Cost in USD reported by the provider."),
         "orf_prompt_guard_total": ("counter", "Requests the prompt guard flagged or blocked, by rule."),
         "orf_usage_unrecorded_total": ("counter", "Usage records that could not be written to the ledger."),
+        "orf_ledger_errors_total": ("counter", "Failed ledger calls, by operation (begin/finish)."),
     }
 
     def __init__(self) -> None:

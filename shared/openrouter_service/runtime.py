@@ -21,6 +21,7 @@ from .client import OpenRouterService
 from .config import Settings
 from .envelope import ApiError
 from .errors import OpenRouterConfigError
+from .ledger import Ledger, Limits
 
 __all__ = ["Runtime", "UpstreamProbe", "get_runtime", "reset_runtime"]
 
@@ -48,6 +49,47 @@ class Runtime:
     _verifier: TokenVerifier | None = None
     _probe: UpstreamProbe | None = None
     _probe_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _ledger: Ledger | None = None
+    _ledger_built: bool = False
+    sleep: Any = asyncio.sleep
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The configured ledger backend (``None`` when ``LEDGER_BACKEND=off``), built on first use."""
+        if not self._ledger_built:
+            self._ledger = self._build_ledger()
+            self._ledger_built = True
+        return self._ledger
+
+    def _build_ledger(self) -> Ledger | None:
+        s = self.settings
+        backend = s.resolved_ledger_backend
+        if backend == "off":
+            return None
+        if backend == "postgres":
+            if not s.database_url:
+                raise ApiError(500, "configuration_error", "LEDGER_BACKEND=postgres needs DATABASE_URL.")
+            from .ledger.postgres import PostgresLedger
+
+            return PostgresLedger(s.database_url.get_secret_value())
+        if backend == "supabase_rest":
+            if not (s.supabase_url and s.supabase_service_role_key):
+                raise ApiError(
+                    500,
+                    "configuration_error",
+                    "LEDGER_BACKEND=supabase_rest needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY.",
+                )
+            from .ledger.rest import SupabaseRestLedger
+
+            return SupabaseRestLedger(s.supabase_url, s.supabase_service_role_key.get_secret_value())
+        from .ledger.sqlite import SQLiteLedger
+
+        return SQLiteLedger(s.ledger_sqlite_path)
+
+    @property
+    def default_limits(self) -> Limits:
+        s = self.settings
+        return Limits(s.default_rpm, s.default_daily_requests, s.default_daily_cost_usd)
 
     @property
     def service(self) -> OpenRouterService:
@@ -95,6 +137,14 @@ class Runtime:
             problems.append("OPENROUTER_API_KEY is not set")
         if not self.settings.auth_configured:
             problems.append("no token verification configured (SUPABASE_JWT_SECRET or SUPABASE_URL)")
+        # K_SERVICE is set by Cloud Run and Cloud Functions gen2 (FUNCTION_TARGET is not a signal: the
+        # framework itself sets it locally).
+        on_cloud = bool(os.environ.get("K_SERVICE"))
+        if on_cloud and self.settings.resolved_ledger_backend == "sqlite":
+            problems.append(
+                "the ledger is the embedded SQLite file on a cloud runtime (usage would be per instance and lost): "
+                "set DATABASE_URL or SUPABASE_URL+SUPABASE_SERVICE_ROLE_KEY, or LEDGER_BACKEND=off"
+            )
         return problems
 
     async def probe_upstream(self, *, probe_timeout: float = 3.0) -> tuple[UpstreamProbe, bool]:
@@ -125,6 +175,9 @@ class Runtime:
         if self._service is not None:
             await self._service.aclose()
             self._service = None
+        if self._ledger is not None:
+            await self._ledger.aclose()
+            self._ledger, self._ledger_built = None, False
 
 
 _RUNTIME: Runtime | None = None

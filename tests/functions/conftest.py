@@ -4,6 +4,7 @@ talking to the fake OpenRouter on loopback. Nothing sleeps for real (retry sleep
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -32,7 +33,7 @@ Configure = Callable[..., Runtime]
 
 
 @pytest.fixture
-async def configure(fake: FakeOpenRouter, sleeps: Sleeps) -> AsyncIterator[Configure]:
+async def configure(fake: FakeOpenRouter, sleeps: Sleeps, tmp_path: Path) -> AsyncIterator[Configure]:
     """Install a runtime built from env-style settings (defaults: fake upstream + HS256 secret)."""
     runtimes: list[Runtime] = []
 
@@ -42,6 +43,7 @@ async def configure(fake: FakeOpenRouter, sleeps: Sleeps) -> AsyncIterator[Confi
             "OPENROUTER_BASE_URL": fake.url,
             "SUPABASE_JWT_SECRET": JWT_SECRET,
             "HEALTH_CACHE_SECONDS": "0",
+            "LEDGER_SQLITE_PATH": str(tmp_path / "ledger.sqlite3"),
         }
         for key, value in env.items():
             if value is None:
@@ -50,6 +52,7 @@ async def configure(fake: FakeOpenRouter, sleeps: Sleeps) -> AsyncIterator[Confi
                 values[key.upper()] = value
         runtime = reset_runtime(Settings.from_env(values))
         assert runtime is not None
+        runtime.sleep = sleeps
         settings = runtime.settings
         if settings.openrouter_api_key_value():
             runtime._service = OpenRouterService(

@@ -1,0 +1,118 @@
+"""The ledger: per-user admission (rate window, daily quotas, cost reservation) and usage records.
+
+Three backends with one contract (docs/ledger.md): Supabase REST (RPC), direct Postgres and SQLite
+(the embedded default for local runs). Each is imported on first use.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "NIL_USER",
+    "Admission",
+    "Ledger",
+    "LedgerUnavailable",
+    "Limits",
+    "UsageRecord",
+    "ledger_user_id",
+]
+
+NIL_USER = "00000000-0000-0000-0000-000000000000"
+
+
+def ledger_user_id(user_id: str) -> str:
+    """The uuid a caller's usage is kept under (trusted server callers without one share the nil uuid)."""
+    try:
+        return str(uuid.UUID(user_id))
+    except ValueError:
+        return NIL_USER
+
+
+class LedgerUnavailable(Exception):
+    """The ledger's store could not be reached or answered with an error."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Default per-user limits (``None`` = unlimited); the store's ``user_limits`` row overrides them."""
+
+    rpm: int | None = None
+    daily_requests: int | None = None
+    daily_cost_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The ledger's answer to ``begin``."""
+
+    admitted: bool
+    reason: str | None = None
+    limit: str | None = None
+    retry_after: int | None = None
+    reserved_usd: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: Any) -> Admission:
+        if not isinstance(data, dict) or not isinstance(data.get("admitted"), bool):
+            raise LedgerUnavailable(f"unexpected answer from ledger_begin: {data!r}")
+        retry_after = data.get("retry_after")
+        return cls(
+            admitted=data["admitted"],
+            reason=data.get("reason"),
+            limit=data.get("limit"),
+            retry_after=int(retry_after) if isinstance(retry_after, int | float) else None,
+            reserved_usd=float(data.get("reserved_usd") or 0.0),
+        )
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    """One request's log row and the usage to settle, as ``ledger_finish`` takes it."""
+
+    request_id: str
+    user_id: str
+    function: str
+    model: str | None = None
+    status: int = 200
+    error_type: str | None = None
+    outcome: str = "ok"
+    latency_ms: float | None = None
+    attempts: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cost_usd: float | None = None
+    generation_id: str | None = None
+    prompt_preview: str | None = None
+    response_preview: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        """The ``p_row`` JSON object (everything but the keys passed separately)."""
+        data = asdict(self)
+        for key in ("request_id", "user_id", "extra"):
+            data.pop(key)
+        return data
+
+
+class Ledger(Protocol):
+    """What every backend provides."""
+
+    name: str
+
+    async def begin(
+        self, request_id: str, user_id: str, function: str, model: str | None, reserve_usd: float, limits: Limits
+    ) -> Admission: ...
+
+    async def finish(self, record: UsageRecord) -> bool:
+        """Write the record; False when it was already written (a duplicate finish)."""
+        ...
+
+    async def check(self) -> bool:
+        """Whether the store answers (for health)."""
+        ...
+
+    async def aclose(self) -> None: ...

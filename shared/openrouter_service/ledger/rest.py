@@ -1,0 +1,96 @@
+"""The ledger through Supabase's REST API: supabase-py (async) calling the SQL functions by RPC.
+
+Uses the service-role key, which PostgREST maps to the ``service_role`` database role — the only
+role allowed to execute ``ledger_begin``/``ledger_finish``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from . import Admission, LedgerUnavailable, Limits, UsageRecord
+
+if TYPE_CHECKING:
+    from supabase import AsyncClient
+
+__all__ = ["SupabaseRestLedger"]
+
+
+class SupabaseRestLedger:
+    """Ledger over PostgREST RPC; the client is created on first use."""
+
+    name = "supabase_rest"
+
+    def __init__(
+        self, url: str, service_role_key: str, *, timeout: float = 10.0, http_client: httpx.AsyncClient | None = None
+    ) -> None:
+        self._url = url
+        self._key = service_role_key
+        self._timeout = timeout
+        self._http = http_client
+        self._client: AsyncClient | None = None
+
+    async def _supabase(self) -> AsyncClient:
+        if self._client is None:
+            from supabase import AsyncClientOptions, acreate_client
+
+            options = AsyncClientOptions(
+                postgrest_client_timeout=self._timeout,
+                auto_refresh_token=False,
+                persist_session=False,
+                httpx_client=self._http,
+            )
+            self._client = await acreate_client(self._url, self._key, options=options)
+        return self._client
+
+    async def _rpc(self, function: str, params: dict[str, Any]) -> Any:
+        from postgrest.exceptions import APIError
+
+        try:
+            client = await self._supabase()
+            response = await client.rpc(function, params).execute()
+        except APIError as exc:
+            raise LedgerUnavailable(f"supabase rpc {function}: {exc.code} {exc.message}") from exc
+        except httpx.HTTPError as exc:
+            raise LedgerUnavailable(f"supabase rpc {function}: {exc.__class__.__name__}") from exc
+        return response.data
+
+    async def begin(
+        self, request_id: str, user_id: str, function: str, model: str | None, reserve_usd: float, limits: Limits
+    ) -> Admission:
+        answer = await self._rpc(
+            "ledger_begin",
+            {
+                "p_request_id": request_id,
+                "p_user_id": user_id,
+                "p_function": function,
+                "p_model": model,
+                "p_reserve_usd": max(0.0, reserve_usd),
+                "p_default_rpm": limits.rpm,
+                "p_default_daily_requests": limits.daily_requests,
+                "p_default_daily_cost_usd": limits.daily_cost_usd,
+            },
+        )
+        return Admission.from_json(answer)
+
+    async def finish(self, record: UsageRecord) -> bool:
+        answer = await self._rpc(
+            "ledger_finish", {"p_request_id": record.request_id, "p_user_id": record.user_id, "p_row": record.row()}
+        )
+        if not isinstance(answer, dict):
+            raise LedgerUnavailable(f"unexpected answer from ledger_finish: {answer!r}")
+        return bool(answer.get("recorded"))
+
+    async def check(self) -> bool:
+        try:
+            client = await self._supabase()
+            # The cheapest read the service role may make.
+            await client.table("usage_daily").select("user_id").limit(1).execute()
+        except Exception:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        self._client = None

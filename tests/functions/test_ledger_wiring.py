@@ -1,0 +1,204 @@
+"""The functions and the ledger (SQLite default here): rows, sums, limits, outages, nothing lost."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from helpers import USER_ID, bearer
+from openrouter_service.fake_upstream import FakeOpenRouter
+from openrouter_service.ledger import Admission, LedgerUnavailable, Limits, UsageRecord
+from openrouter_service.ledger.sqlite import SQLiteLedger
+from openrouter_service.metrics import METRICS
+from openrouter_service.runtime import Runtime, get_runtime
+
+HI = {"messages": [{"role": "user", "content": "Hello there"}]}
+
+
+def sqlite_ledger() -> SQLiteLedger:
+    ledger = get_runtime().ledger
+    assert isinstance(ledger, SQLiteLedger)
+    return ledger
+
+
+async def test_chat_writes_one_row_and_settles_reported_usage(client: httpx.AsyncClient) -> None:
+    response = await client.post("/chat", json=HI, headers=bearer())
+    usage = response.json()["usage"]
+    ledger = sqlite_ledger()
+    [row] = await ledger.rows("request_log")
+    assert row["user_id"] == USER_ID
+    assert (row["function"], row["status"], row["outcome"], row["attempts"]) == ("chat", 200, "ok", 1)
+    assert (row["prompt_tokens"], row["completion_tokens"], row["cost_usd"]) == (
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+        usage["cost"],
+    )
+    assert row["generation_id"] == response.json()["id"]
+    assert row["prompt_preview"] == "Hello there"
+    [day] = await ledger.rows("usage_daily")
+    assert (day["requests"], day["cost_usd"], day["reserved_usd"], day["in_flight"]) == (1, usage["cost"], 0, 0)
+
+
+async def test_streamed_chat_is_settled_when_the_stream_ends(client: httpx.AsyncClient) -> None:
+    response = await client.post("/chat", json={**HI, "stream": True}, headers=bearer())
+    final = json.loads(response.text.split("\n\n")[-3][len("data: ") :])
+    ledger = sqlite_ledger()
+    [row] = await ledger.rows("request_log")
+    assert row["completion_tokens"] == final["usage"]["completion_tokens"]
+    assert row["cost_usd"] == final["usage"]["cost"]
+    [day] = await ledger.rows("usage_daily")
+    assert (day["requests"], day["in_flight"]) == (1, 0)
+
+
+async def test_daily_quota_refuses_with_429_and_logs_the_refusal(
+    client: httpx.AsyncClient, configure: Any, fake: FakeOpenRouter
+) -> None:
+    configure(DEFAULT_DAILY_REQUESTS="1")
+    assert (await client.post("/chat", json=HI, headers=bearer())).status_code == 200
+    refused = await client.post("/completion", json={"prompt": "again"}, headers=bearer())
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "quota_exceeded"
+    assert refused.json()["error"]["limit"] == "daily_requests"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert len(fake.received) == 1
+    rows = await sqlite_ledger().rows("request_log")
+    assert sorted(r["status"] for r in rows) == [200, 429]
+
+
+async def test_rpm_limit_is_rate_limited(client: httpx.AsyncClient, configure: Any) -> None:
+    configure(DEFAULT_RPM="1")
+    assert (await client.post("/chat", json=HI, headers=bearer())).status_code == 200
+    refused = await client.post("/chat", json=HI, headers=bearer())
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "rate_limited"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+
+
+async def test_cost_quota_uses_the_reservation(client: httpx.AsyncClient, configure: Any) -> None:
+    configure(DEFAULT_DAILY_COST_USD="0.005", QUOTA_RESERVE_USD="0.01")
+    refused = await client.post("/chat", json=HI, headers=bearer())  # the reservation alone would overspend
+    assert refused.status_code == 429
+    assert refused.json()["error"]["limit"] == "daily_cost_usd"
+    configure(DEFAULT_DAILY_COST_USD="0.005", QUOTA_RESERVE_USD="0.001")
+    assert (await client.post("/chat", json=HI, headers=bearer())).status_code == 200
+
+
+async def test_per_user_limits_table_overrides_defaults(client: httpx.AsyncClient, configure: Any) -> None:
+    configure(DEFAULT_DAILY_REQUESTS="100")
+    await sqlite_ledger().set_limits(USER_ID, Limits(daily_requests=0))
+    assert (await client.post("/chat", json=HI, headers=bearer())).status_code == 429
+
+
+async def test_bad_request_after_sign_in_is_logged_without_usage(client: httpx.AsyncClient) -> None:
+    await client.post("/chat", json={"messages": []}, headers=bearer())
+    [row] = await sqlite_ledger().rows("request_log")
+    assert (row["status"], row["error_type"]) == (400, "invalid_request")
+    assert await sqlite_ledger().rows("usage_daily") == []
+
+
+async def test_unauthenticated_requests_leave_no_row(client: httpx.AsyncClient) -> None:
+    await client.post("/chat", json=HI)
+    assert await sqlite_ledger().rows("request_log") == []
+
+
+async def test_reused_client_request_id_is_still_metered(client: httpx.AsyncClient) -> None:
+    for _ in range(2):
+        await client.post("/chat", json=HI, headers={**bearer(), "X-Request-Id": "same"})
+    assert len(await sqlite_ledger().rows("request_log")) == 2
+    [day] = await sqlite_ledger().rows("usage_daily")
+    assert day["requests"] == 2
+
+
+async def test_upstream_failure_is_logged_and_reservation_released(
+    client: httpx.AsyncClient, fake: FakeOpenRouter
+) -> None:
+    fake.script({"fault": "status", "status": 400, "message": "bad"})
+    assert (await client.post("/chat", json=HI, headers=bearer())).status_code == 400
+    [row] = await sqlite_ledger().rows("request_log")
+    assert (row["status"], row["error_type"], row["attempts"]) == (400, "bad_request", 1)
+    [day] = await sqlite_ledger().rows("usage_daily")
+    assert (day["in_flight"], day["reserved_usd"], day["requests"]) == (0, 0, 1)
+
+
+# -- outages -----------------------------------------------------------------------------------------
+
+
+class BrokenLedger:
+    name = "broken"
+
+    def __init__(self, *, begin_fails: bool = True, finish_fails: bool = True) -> None:
+        self.begin_fails = begin_fails
+        self.finish_fails = finish_fails
+        self.finishes = 0
+
+    async def begin(self, *args: Any) -> Admission:
+        if self.begin_fails:
+            raise LedgerUnavailable("connection refused")
+        return Admission(True, reserved_usd=0.01)
+
+    async def finish(self, record: UsageRecord) -> bool:
+        self.finishes += 1
+        if self.finish_fails:
+            raise LedgerUnavailable("connection refused")
+        return True
+
+    async def check(self) -> bool:
+        return not self.begin_fails
+
+    async def aclose(self) -> None:
+        return None
+
+
+def install(runtime: Runtime, ledger: BrokenLedger) -> None:
+    runtime._ledger, runtime._ledger_built = ledger, True  # type: ignore[assignment]
+
+
+async def test_ledger_outage_at_begin_fails_closed_by_default(client: httpx.AsyncClient, fake: FakeOpenRouter) -> None:
+    install(get_runtime(), BrokenLedger())
+    response = await client.post("/chat", json=HI, headers=bearer())
+    assert response.status_code == 503
+    assert response.json()["error"]["type"] == "ledger_unavailable"
+    assert response.headers["retry-after"] == "5"
+    assert fake.received == []
+
+
+async def test_ledger_outage_at_begin_can_fail_open(client: httpx.AsyncClient, configure: Any) -> None:
+    runtime = configure(LEDGER_FAILURE_MODE="open")
+    install(runtime, BrokenLedger(finish_fails=False))
+    assert (await client.post("/chat", json=HI, headers=bearer())).status_code == 200
+
+
+async def test_failed_finish_is_retried_then_logged_whole(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, sleeps: list[float]
+) -> None:
+    ledger = BrokenLedger(begin_fails=False)
+    install(get_runtime(), ledger)
+    before = METRICS.value("orf_usage_unrecorded_total", function="chat")
+    caplog.set_level("INFO", logger="openrouter_functions")
+    response = await client.post("/chat", json=HI, headers=bearer())
+    assert response.status_code == 200  # the caller got the answer; the record is not lost either
+    assert ledger.finishes == 3
+    assert len(sleeps) == 2
+    assert METRICS.value("orf_usage_unrecorded_total", function="chat") == before + 1
+    [line] = [json.loads(r.getMessage()) for r in caplog.records if "usage_unrecorded" in r.getMessage()]
+    assert line["record"]["p_user_id"] == USER_ID
+    assert line["record"]["p_row"]["cost_usd"] == response.json()["usage"]["cost"]
+    assert line["record"]["p_row"]["status"] == 200
+
+
+async def test_health_reports_the_ledger(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/health")).json()
+    assert body["checks"]["ledger"] == {"ok": True, "backend": "sqlite", "failure_mode": "closed"}
+    install(get_runtime(), BrokenLedger())
+    response = await client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["down"] == ["ledger"]
+
+
+async def test_ledger_off(client: httpx.AsyncClient, configure: Any) -> None:
+    configure(LEDGER_BACKEND="off")
+    assert (await client.post("/chat", json=HI, headers=bearer())).status_code == 200
+    assert (await client.get("/health")).json()["checks"]["ledger"]["backend"] == "off"
