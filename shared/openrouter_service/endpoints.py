@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -25,7 +26,7 @@ from .cors import cors_headers, preflight_headers
 from .envelope import ApiError, error_from_exception, error_response, json_response
 from .errors import OpenRouterError
 from .guard import scan_messages
-from .ledger import LedgerUnavailable, Limits, UsageRecord, ledger_user_id
+from .ledger import Ledger, LedgerUnavailable, Limits, UsageRecord, ledger_user_id
 from .messages import normalize_model
 from .metrics import METRICS
 from .redact import preview
@@ -528,7 +529,7 @@ async def _health(request: Request, exchange: Exchange, runtime: Runtime) -> Res
         problems.append(exc.message)
         ledger_state = {"ok": False, "backend": runtime.settings.resolved_ledger_backend}
     else:
-        ledger_ok = True if ledger is None else await ledger.check()
+        ledger_ok = True if ledger is None else await _ledger_answers(ledger)
         ledger_state = {
             "ok": ledger_ok,
             "backend": ledger.name if ledger is not None else "off",
@@ -575,6 +576,13 @@ async def _health(request: Request, exchange: Exchange, runtime: Runtime) -> Res
     status = 200 if not down else 503
     exchange.status = status
     return json_response(body, status, {"Cache-Control": "no-store"})
+
+
+async def _ledger_answers(ledger: Ledger, timeout: float = 3.0) -> bool:
+    try:
+        return await asyncio.wait_for(ledger.check(), timeout)
+    except TimeoutError:
+        return False
 
 
 async def health_endpoint(request: Request) -> Response:

@@ -6,6 +6,7 @@ role allowed to execute ``ledger_begin``/``ledger_finish``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -83,11 +84,15 @@ class SupabaseRestLedger:
             raise LedgerUnavailable(f"unexpected answer from ledger_finish: {answer!r}")
         return bool(answer.get("recorded"))
 
-    async def check(self) -> bool:
-        try:
+    async def check(self, timeout: float = 2.0) -> bool:
+        async def read() -> None:
             client = await self._supabase()
             # The cheapest read the service role may make.
             await client.table("usage_daily").select("user_id").limit(1).execute()
+
+        try:
+            # supabase-py retries failed GETs with backoff; health must answer quickly instead.
+            await asyncio.wait_for(read(), timeout)
         except Exception:
             return False
         return True
