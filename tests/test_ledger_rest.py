@@ -106,4 +106,4 @@ async def test_check() -> None:
     assert seen[0].method == "GET"
     assert seen[0].url.path == "/rest/v1/usage_daily"
     broken, _ = build(httpx.ConnectError("refused"))
-    assert not await broken.check(timeout=0.3)
+    assert not await broken.check(within=0.3)

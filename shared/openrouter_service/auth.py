@@ -26,8 +26,9 @@ ASYMMETRIC_ALGORITHMS = ("ES256", "RS256")
 class AuthError(ApiError):
     """401 with ``WWW-Authenticate: Bearer``; raised before any upstream call."""
 
-    def __init__(self, type: str, message: str, *, error: str = "invalid_token") -> None:
-        super().__init__(401, type, message, headers={"WWW-Authenticate": f'Bearer error="{error}"'})
+    def __init__(self, type: str, message: str, *, error: str | None = "invalid_token") -> None:
+        challenge = f'Bearer error="{error}"' if error else 'Bearer realm="openrouter-functions"'
+        super().__init__(401, type, message, headers={"WWW-Authenticate": challenge})
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,12 +183,15 @@ class TokenVerifier:
         try:
             response = await client.get(self._jwks_url, timeout=5.0)
             response.raise_for_status()
-            keys = PyJWKSet.from_dict(response.json())
-        except PyJWKSetError:
-            # Empty key set: an HS256-only project.
-            self._keys, self._fetch_failed = {}, False
-            return
-        except (httpx.HTTPError, ValueError):
+            document = response.json()
+            if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+                raise ValueError("not a JWK Set")
+            if not document["keys"]:
+                # An empty set is what HS256-only projects publish.
+                self._keys, self._fetch_failed = {}, False
+                return
+            keys = PyJWKSet.from_dict(document)
+        except (httpx.HTTPError, ValueError, PyJWKSetError):
             # Keep serving with the keys we had; with none, callers get 503 until a fetch works. A failed
             # fetch may be retried sooner than the refresh floor.
             self._fetch_failed = True

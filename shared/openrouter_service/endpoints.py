@@ -578,9 +578,9 @@ async def _health(request: Request, exchange: Exchange, runtime: Runtime) -> Res
     return json_response(body, status, {"Cache-Control": "no-store"})
 
 
-async def _ledger_answers(ledger: Ledger, timeout: float = 3.0) -> bool:
+async def _ledger_answers(ledger: Ledger, within: float = 3.0) -> bool:
     try:
-        return await asyncio.wait_for(ledger.check(), timeout)
+        return await asyncio.wait_for(ledger.check(), within)
     except TimeoutError:
         return False
 

@@ -84,7 +84,7 @@ class SupabaseRestLedger:
             raise LedgerUnavailable(f"unexpected answer from ledger_finish: {answer!r}")
         return bool(answer.get("recorded"))
 
-    async def check(self, timeout: float = 2.0) -> bool:
+    async def check(self, within: float = 2.0) -> bool:
         async def read() -> None:
             client = await self._supabase()
             # The cheapest read the service role may make.
@@ -92,7 +92,7 @@ class SupabaseRestLedger:
 
         try:
             # supabase-py retries failed GETs with backoff; health must answer quickly instead.
-            await asyncio.wait_for(read(), timeout)
+            await asyncio.wait_for(read(), within)
         except Exception:
             return False
         return True
