@@ -658,3 +658,16 @@ async def test_verifier_with_shared_http_client(jwks: JwksServer, ec_key: ec.Ell
         assert (await verify(verifier, es256(ec_key))).user_id == USER_ID
         assert not http.is_closed  # the verifier does not close a client it was given
     assert jwks.fetches == 1
+
+
+async def test_no_credentials_challenge_carries_no_error_code() -> None:
+    """RFC 6750 §3.1: a request without credentials gets a bare challenge; a bad token gets invalid_token."""
+    from openrouter_service.auth import AuthError, TokenVerifier
+
+    verifier = TokenVerifier(jwt_secret=JWT_SECRET)
+    with pytest.raises(AuthError) as missing:
+        await verifier.verify(None)
+    assert "error=" not in missing.value.headers["WWW-Authenticate"]
+    with pytest.raises(AuthError) as bad:
+        await verifier.verify("Bearer nonsense")
+    assert bad.value.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
