@@ -81,9 +81,8 @@ class TokenVerifier:
     async def verify(self, authorization: str | None) -> Caller:
         """The caller behind an ``Authorization`` header, or :class:`AuthError`."""
         if not authorization:
-            raise AuthError(
-                "missing_token", "Sign in first: send `Authorization: Bearer <access token>`.", error="invalid_request"
-            )
+            # RFC 6750 §3.1: no error code when the request carried no credentials at all.
+            raise AuthError("missing_token", "Sign in first: send `Authorization: Bearer <access token>`.", error=None)
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
