@@ -25,7 +25,21 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     run.add_argument("--functions-dir", default=None, help="folder with <name>/main.py (default: ./functions)")
 
+    pack = sub.add_parser("bundle", help="write a deployable folder for one function (main.py, requirements, core)")
+    pack.add_argument("function", help="chat, completion or health")
+    pack.add_argument("--out", required=True, help="folder to write (emptied first)")
+    pack.add_argument("--functions-dir", default=None, help="folder with <name>/main.py (default: ./functions)")
+
     args = parser.parse_args(argv)
+    if args.command == "bundle":
+        from pathlib import Path
+
+        from .bundle import build_bundle
+        from .server import find_functions_dir
+
+        folder = build_bundle(args.function, Path(args.out), find_functions_dir(args.functions_dir))
+        print(f"bundled {args.function} into {folder}")
+        return 0
     if args.command == "serve":
         from .server import serve
 

@@ -20,6 +20,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from . import __version__ as VERSION
 from .bodies import parse_chat, parse_completion, read_json
 from .client import ChatStream, Completion
 from .cors import cors_headers, preflight_headers
@@ -30,7 +31,7 @@ from .ledger import Ledger, LedgerUnavailable, Limits, UsageRecord, ledger_user_
 from .messages import normalize_model
 from .metrics import METRICS
 from .redact import preview
-from .runtime import VERSION, Runtime, get_runtime
+from .runtime import Runtime, get_runtime
 from .sse import SSEComment
 
 __all__ = ["chat_endpoint", "completion_endpoint", "health_endpoint"]

@@ -25,8 +25,6 @@ from .ledger import Ledger, Limits
 
 __all__ = ["Runtime", "UpstreamProbe", "get_runtime", "reset_runtime"]
 
-VERSION = "0.1.0"
-
 
 @dataclass(slots=True)
 class UpstreamProbe:
