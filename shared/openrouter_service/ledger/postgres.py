@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresLedger"]
 
-_BEGIN = "select public.ledger_begin(%s, %s::uuid, %s, %s, %s, %s, %s, %s)"
+_BEGIN = "select public.ledger_begin(%s, %s::uuid, %s, %s, %s::numeric, %s::integer, %s::integer, %s::numeric)"
 _FINISH = "select public.ledger_finish(%s, %s::uuid, %s::jsonb)"
 
 

@@ -1,0 +1,381 @@
+-- The ledger (docs/ledger.md): every request logged, usage counted per user and UTC day, and
+-- per-user limits enforced by two security-definer functions that only the server may call.
+--
+-- user_id columns are plain uuids with no foreign key to auth.users: trusted server callers without
+-- a Supabase user are accounted under the nil uuid (00000000-0000-0000-0000-000000000000), and a
+-- log must outlive the user it describes.
+--
+-- Grants: Supabase's default privileges give anon, authenticated and service_role every right on new
+-- tables and functions in public. Row level security restricts reads; the explicit revokes below make
+-- every write go through ledger_finish/ledger_begin, so a signed-in user can never forge their usage.
+
+-- request_log: one row per request, written once by ledger_finish. ----------------------------------
+
+create table public.request_log (
+  request_id        text primary key,
+  user_id           uuid not null,
+  function          text,
+  model             text,
+  status            integer,
+  error_type        text,
+  outcome           text,
+  latency_ms        integer,
+  attempts          integer,
+  prompt_tokens     integer,
+  completion_tokens integer,
+  total_tokens      integer,
+  cost_usd          numeric(14, 8),
+  generation_id     text,
+  prompt_preview    text check (char_length(prompt_preview) <= 512),
+  response_preview  text check (char_length(response_preview) <= 512),
+  created_at        timestamptz not null default now()
+);
+
+comment on table public.request_log is
+  'One row per request through the functions; written only by public.ledger_finish.';
+
+-- A user's own history, newest first: what the dashboard query and the RLS filter both need.
+create index request_log_user_id_created_at_idx on public.request_log (user_id, created_at desc);
+
+alter table public.request_log enable row level security;
+
+create policy "users read their own request log"
+  on public.request_log for select to authenticated
+  using (user_id = (select auth.uid()));  -- (select ...) so auth.uid() runs once per query, not per row
+
+revoke insert, update, delete, truncate, references, trigger on public.request_log from anon, authenticated;
+
+-- usage_daily: per user and UTC day, settled usage plus what is in flight. --------------------------
+
+create table public.usage_daily (
+  user_id           uuid not null,
+  day               date not null,
+  requests          integer not null default 0 check (requests >= 0),
+  in_flight         integer not null default 0 check (in_flight >= 0),
+  prompt_tokens     bigint not null default 0,
+  completion_tokens bigint not null default 0,
+  total_tokens      bigint not null default 0,
+  cost_usd          numeric(14, 8) not null default 0,
+  reserved_usd      numeric(14, 8) not null default 0 check (reserved_usd >= 0),
+  updated_at        timestamptz not null default now(),
+  primary key (user_id, day)
+);
+
+comment on table public.usage_daily is
+  'Usage per user and UTC day. Its row is also the per-user lock that serializes ledger_begin.';
+
+alter table public.usage_daily enable row level security;
+
+create policy "users read their own daily usage"
+  on public.usage_daily for select to authenticated
+  using (user_id = (select auth.uid()));
+
+revoke insert, update, delete, truncate, references, trigger on public.usage_daily from anon, authenticated;
+
+-- user_limits: per-user overrides of the functions' default limits (null = use the default). -------
+
+create table public.user_limits (
+  user_id        uuid primary key,
+  rpm            integer check (rpm >= 0),
+  daily_requests integer check (daily_requests >= 0),
+  daily_cost_usd numeric(14, 8) check (daily_cost_usd >= 0),
+  updated_at     timestamptz not null default now()
+);
+
+comment on table public.user_limits is
+  'Per-user limits; a null column falls back to the default the function passes to ledger_begin.';
+
+alter table public.user_limits enable row level security;
+
+-- Users may see their limits (to show "x of y left"), never change them: only service_role or the
+-- owner (dashboard, SQL) manage this table.
+create policy "users read their own limits"
+  on public.user_limits for select to authenticated
+  using (user_id = (select auth.uid()));
+
+revoke insert, update, delete, truncate, references, trigger on public.user_limits from anon, authenticated;
+
+-- rate_windows: the current fixed one-minute window per user (one row per user, overwritten). -------
+
+create table public.rate_windows (
+  user_id      uuid primary key,
+  window_start timestamptz not null,
+  requests     integer not null default 0 check (requests >= 0)
+);
+
+comment on table public.rate_windows is
+  'Requests admitted in each user''s current one-minute window; internal to ledger_begin.';
+
+-- Internal bookkeeping: RLS on with no policy at all, and no rights for the API roles, so nothing
+-- but the ledger functions (and service_role, which bypasses RLS) ever sees it.
+alter table public.rate_windows enable row level security;
+
+revoke all on public.rate_windows from anon, authenticated;
+
+-- ledger_reservations: admitted requests whose finish has not arrived yet. --------------------------
+
+create table public.ledger_reservations (
+  request_id text primary key,
+  user_id    uuid not null,
+  day        date not null,  -- the day the request settles on, even if it finishes after midnight
+  amount_usd numeric(14, 8) not null check (amount_usd >= 0),
+  admission  jsonb not null,  -- ledger_begin's answer, returned again to a repeated begin
+  created_at timestamptz not null default now()
+);
+
+comment on table public.ledger_reservations is
+  'Cost reserved by ledger_begin and released by ledger_finish (or, after 15 minutes, by the next begin).';
+
+-- The stale-reservation sweep in ledger_begin looks up one user's oldest reservations.
+create index ledger_reservations_user_id_created_at_idx on public.ledger_reservations (user_id, created_at);
+
+alter table public.ledger_reservations enable row level security;
+
+revoke all on public.ledger_reservations from anon, authenticated;
+
+-- ledger_begin: admission and reservation in one round trip. ----------------------------------------
+--
+-- Atomicity comes from one row lock: the user's usage_daily row for today is locked `for update`
+-- before anything is read. Concurrent begins for the same user therefore run one after another, each
+-- seeing the in_flight and reserved_usd the previous one committed, so N parallel requests can never
+-- all pass a check that only one of them should pass. Different users lock different rows and never
+-- wait for each other.
+--
+-- Lock order, to stay deadlock-free with ledger_finish: usage_daily rows first (today, then older days
+-- in descending order), ledger_reservations rows after. ledger_finish also locks its usage_daily row
+-- before it deletes its reservation.
+
+create function public.ledger_begin(
+  p_request_id text,
+  p_user_id uuid,
+  p_function text,
+  p_model text,
+  p_reserve_usd numeric,
+  p_default_rpm integer,
+  p_default_daily_requests integer,
+  p_default_daily_cost_usd numeric
+) returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_now            timestamptz := now();
+  v_day            date := (now() at time zone 'utc')::date;
+  v_window         timestamptz := date_trunc('minute', now() at time zone 'utc') at time zone 'utc';
+  v_next_midnight  timestamptz := ((now() at time zone 'utc')::date + 1)::timestamp at time zone 'utc';
+  v_stale_before   timestamptz := now() - interval '15 minutes';
+  v_reserve        numeric := round(coalesce(p_reserve_usd, 0), 8);
+  v_usage          public.usage_daily;
+  v_limits         public.user_limits;
+  v_rpm            integer;
+  v_daily_requests integer;
+  v_daily_cost     numeric;
+  v_window_count   integer;
+  v_answer         jsonb;
+begin
+  if p_request_id is null or p_user_id is null then
+    raise exception 'ledger_begin: p_request_id and p_user_id are required' using errcode = '22004';
+  end if;
+  if v_reserve < 0 then
+    raise exception 'ledger_begin: p_reserve_usd must be >= 0, got %', p_reserve_usd using errcode = '22023';
+  end if;
+
+  -- The per-user lock (see above). The insert makes sure there is a row to lock; `on conflict do
+  -- nothing` waits for a concurrent first insert to commit instead of failing.
+  insert into public.usage_daily (user_id, day) values (p_user_id, v_day) on conflict do nothing;
+  select u.* into v_usage
+    from public.usage_daily u
+   where u.user_id = p_user_id and u.day = v_day
+     for update;
+
+  -- Release reservations whose instance died between begin and finish (older than 15 minutes).
+  -- Lock the older days' usage rows first, newest to oldest, to keep the lock order.
+  perform 1
+     from public.usage_daily u
+    where u.user_id = p_user_id
+      and u.day < v_day
+      and u.day in (select r.day from public.ledger_reservations r
+                     where r.user_id = p_user_id and r.created_at < v_stale_before)
+    order by u.day desc
+      for update;
+
+  with released as (
+    delete from public.ledger_reservations r
+     where r.user_id = p_user_id and r.created_at < v_stale_before
+    returning r.day, r.amount_usd
+  ), per_day as (
+    select released.day, count(*)::integer as requests, sum(released.amount_usd) as amount_usd
+      from released
+     group by released.day
+  )
+  update public.usage_daily u
+     set in_flight = greatest(u.in_flight - per_day.requests, 0),
+         reserved_usd = greatest(u.reserved_usd - per_day.amount_usd, 0),
+         updated_at = v_now
+    from per_day
+   where u.user_id = p_user_id and u.day = per_day.day;
+
+  if found then
+    select u.* into v_usage from public.usage_daily u where u.user_id = p_user_id and u.day = v_day;
+  end if;
+
+  -- A repeated begin (a retried call) gets the first admission back and reserves nothing more.
+  select r.admission into v_answer
+    from public.ledger_reservations r
+   where r.request_id = p_request_id and r.user_id = p_user_id;
+  if found then
+    return v_answer;
+  end if;
+
+  -- Limits: the user's override, else the function's default; null means unlimited.
+  select l.* into v_limits from public.user_limits l where l.user_id = p_user_id;
+  v_rpm := coalesce(v_limits.rpm, p_default_rpm);
+  v_daily_requests := coalesce(v_limits.daily_requests, p_default_daily_requests);
+  v_daily_cost := coalesce(v_limits.daily_cost_usd, p_default_daily_cost_usd);
+
+  select case when w.window_start = v_window then w.requests else 0 end into v_window_count
+    from public.rate_windows w
+   where w.user_id = p_user_id;
+  v_window_count := coalesce(v_window_count, 0);
+
+  if v_rpm is not null and v_window_count >= v_rpm then
+    return jsonb_build_object(
+      'admitted', false, 'reason', 'rate_limited', 'limit', 'rpm',
+      'retry_after', greatest(1, ceil(extract(epoch from (v_window + interval '1 minute') - v_now)))::integer);
+  end if;
+
+  -- In-flight requests count against the daily quota: otherwise a burst of parallel requests would
+  -- all see the same settled count and overshoot it.
+  if v_daily_requests is not null and v_usage.requests + v_usage.in_flight >= v_daily_requests then
+    return jsonb_build_object(
+      'admitted', false, 'reason', 'quota_exceeded', 'limit', 'daily_requests',
+      'retry_after', greatest(1, ceil(extract(epoch from v_next_midnight - v_now)))::integer);
+  end if;
+
+  if v_daily_cost is not null and v_usage.cost_usd + v_usage.reserved_usd + v_reserve > v_daily_cost then
+    return jsonb_build_object(
+      'admitted', false, 'reason', 'quota_exceeded', 'limit', 'daily_cost_usd',
+      'retry_after', greatest(1, ceil(extract(epoch from v_next_midnight - v_now)))::integer);
+  end if;
+
+  -- Admitted: count the request in its minute window and take the reservation.
+  insert into public.rate_windows as w (user_id, window_start, requests)
+  values (p_user_id, v_window, 1)
+  on conflict (user_id) do update
+     set requests = case when w.window_start = excluded.window_start then w.requests + 1 else 1 end,
+         window_start = excluded.window_start;
+
+  update public.usage_daily u
+     set in_flight = u.in_flight + 1,
+         reserved_usd = u.reserved_usd + v_reserve,
+         updated_at = v_now
+   where u.user_id = p_user_id and u.day = v_day;
+
+  v_answer := jsonb_build_object(
+    'admitted', true,
+    'day', v_day,
+    'reserved_usd', trim_scale(v_reserve),
+    'limits', jsonb_build_object(
+      'rpm', v_rpm,
+      'daily_requests', v_daily_requests,
+      'daily_cost_usd', trim_scale(v_daily_cost)));
+
+  insert into public.ledger_reservations (request_id, user_id, day, amount_usd, admission, created_at)
+  values (p_request_id, p_user_id, v_day, v_reserve, v_answer, v_now);
+
+  return v_answer;
+end;
+$$;
+
+comment on function public.ledger_begin(text, uuid, text, text, numeric, integer, integer, numeric) is
+  'Admit a request (rpm window, daily requests, daily cost) and reserve its cost, atomically per user.';
+
+revoke execute on function public.ledger_begin(text, uuid, text, text, numeric, integer, integer, numeric)
+  from public, anon, authenticated;
+grant execute on function public.ledger_begin(text, uuid, text, text, numeric, integer, integer, numeric)
+  to service_role;
+
+-- ledger_finish: the log row, and usage settled from what the provider reported. --------------------
+--
+-- Idempotent by request id: the log row's primary key decides which finish is first. A concurrent
+-- duplicate waits on that key until the first commits, then inserts nothing and reports a duplicate,
+-- so usage is settled exactly once. Usage is settled only for a request that holds a reservation, so
+-- a refused request (429 from ledger_begin) leaves just its log row.
+
+create function public.ledger_finish(
+  p_request_id text,
+  p_user_id uuid,
+  p_row jsonb
+) returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_prompt_tokens     bigint := (p_row ->> 'prompt_tokens')::numeric;
+  v_completion_tokens bigint := (p_row ->> 'completion_tokens')::numeric;
+  v_total_tokens      bigint := (p_row ->> 'total_tokens')::numeric;
+  v_cost_usd          numeric := round((p_row ->> 'cost_usd')::numeric, 8);
+  v_day               date;
+  v_reserved          numeric;
+begin
+  if p_request_id is null or p_user_id is null then
+    raise exception 'ledger_finish: p_request_id and p_user_id are required' using errcode = '22004';
+  end if;
+
+  insert into public.request_log (
+    request_id, user_id, function, model, status, error_type, outcome, latency_ms, attempts,
+    prompt_tokens, completion_tokens, total_tokens, cost_usd, generation_id,
+    prompt_preview, response_preview)
+  values (
+    p_request_id, p_user_id, p_row ->> 'function', p_row ->> 'model',
+    (p_row ->> 'status')::numeric, p_row ->> 'error_type', p_row ->> 'outcome',
+    round((p_row ->> 'latency_ms')::numeric), (p_row ->> 'attempts')::numeric,
+    v_prompt_tokens, v_completion_tokens, v_total_tokens, v_cost_usd, p_row ->> 'generation_id',
+    -- Previews are truncated here rather than rejected by the CHECK: losing the log row (and the usage
+    -- settlement with it) over a long preview would be the worse failure.
+    left(p_row ->> 'prompt_preview', 512), left(p_row ->> 'response_preview', 512))
+  on conflict (request_id) do nothing;
+
+  if not found then
+    return jsonb_build_object('recorded', false, 'duplicate', true);
+  end if;
+
+  select r.day into v_day
+    from public.ledger_reservations r
+   where r.request_id = p_request_id and r.user_id = p_user_id;
+
+  if found then
+    -- Same lock order as ledger_begin: the usage row first, then the reservation.
+    perform 1 from public.usage_daily u where u.user_id = p_user_id and u.day = v_day for update;
+
+    delete from public.ledger_reservations r
+     where r.request_id = p_request_id and r.user_id = p_user_id
+    returning r.amount_usd into v_reserved;
+
+    -- Not found here means ledger_begin released it as stale while we waited for the lock.
+    if found then
+      -- Settled on the reservation's day: a request that crosses midnight counts where it began.
+      update public.usage_daily u
+         set requests = u.requests + 1,
+             prompt_tokens = u.prompt_tokens + coalesce(v_prompt_tokens, 0),
+             completion_tokens = u.completion_tokens + coalesce(v_completion_tokens, 0),
+             total_tokens = u.total_tokens + coalesce(v_total_tokens, 0),
+             cost_usd = u.cost_usd + coalesce(v_cost_usd, 0),
+             reserved_usd = greatest(u.reserved_usd - v_reserved, 0),
+             in_flight = greatest(u.in_flight - 1, 0),
+             updated_at = now()
+       where u.user_id = p_user_id and u.day = v_day;
+    end if;
+  end if;
+
+  return jsonb_build_object('recorded', true);
+end;
+$$;
+
+comment on function public.ledger_finish(text, uuid, jsonb) is
+  'Write a request''s log row and settle its usage from the provider-reported numbers; idempotent by request id.';
+
+revoke execute on function public.ledger_finish(text, uuid, jsonb) from public, anon, authenticated;
+grant execute on function public.ledger_finish(text, uuid, jsonb) to service_role;
