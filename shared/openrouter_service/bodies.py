@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
 from .envelope import ApiError
-from .messages import ACCEPTED_PARAMETERS
+from .messages import ACCEPTED_PARAMETERS, check_model_params
 
 __all__ = ["ChatRequest", "CompletionRequest", "parse_chat", "parse_completion", "read_json"]
 
@@ -100,6 +100,7 @@ def parse_chat(body: Any) -> ChatRequest:
     if unknown:
         raise ApiError(400, "invalid_request", f"Unknown parameter(s): {', '.join(unknown)}.")
     params = {**(parsed.params or {}), **extras}
+    check_model_params(params, label="params" if parsed.params else "")
     return ChatRequest(parsed.messages, params, parsed.response_format, parsed.stream)
 
 
@@ -114,4 +115,5 @@ def parse_completion(body: Any) -> CompletionRequest:
         params["model"] = parsed.model
     if "stream" in params:
         raise ApiError(400, "invalid_request", "params.stream: completion does not stream; use chat.")
+    check_model_params(params, label="params")
     return CompletionRequest(parsed.prompt, parsed.system, params, parsed.response_format)

@@ -169,31 +169,36 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
     return checked
 
 
-def check_model_params(params: Mapping[str, Any]) -> None:
-    """Raise a validation error for any parameter OpenRouter does not accept or any value out of range."""
+def check_model_params(params: Mapping[str, Any], *, label: str = "model_params") -> None:
+    """Raise a validation error for any parameter OpenRouter does not accept or any value out of range.
+
+    Messages name fields as ``<label>.<name>`` (just ``<name>`` when ``label`` is empty).
+    """
+    prefix = f"{label}." if label else ""
     unknown = [name for name in params if name not in ACCEPTED_PARAMETERS]
     if unknown:
-        raise OpenRouterValidationError(f"model_params: unknown parameter(s) {', '.join(sorted(map(str, unknown)))}")
+        names = ", ".join(sorted(map(str, unknown)))
+        raise OpenRouterValidationError(f"{label or 'body'}: unknown parameter(s) {names}")
     for name, value in params.items():
         bounds = _NUMBER_RANGES.get(name)
         if bounds is None or value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise OpenRouterValidationError(f"model_params.{name}: must be a number")
+            raise OpenRouterValidationError(f"{prefix}{name}: must be a number")
         if name in _INTEGER_PARAMS and not isinstance(value, int):
-            raise OpenRouterValidationError(f"model_params.{name}: must be an integer")
+            raise OpenRouterValidationError(f"{prefix}{name}: must be an integer")
         low, high = bounds
         if (low is not None and value < low) or (high is not None and value > high):
             span = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
-            raise OpenRouterValidationError(f"model_params.{name}: must be within {span} (got {value})")
+            raise OpenRouterValidationError(f"{prefix}{name}: must be within {span} (got {value})")
     model = params.get("model")
     if model is not None and (not isinstance(model, str) or not model.strip()):
-        raise OpenRouterValidationError("model_params.model: must be a non-empty string")
+        raise OpenRouterValidationError(f"{prefix}model: must be a non-empty string")
     stop = params.get("stop")
     if stop is not None and not (
         isinstance(stop, str) or (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))
     ):
-        raise OpenRouterValidationError("model_params.stop: must be a string or a list of at most 4 strings")
+        raise OpenRouterValidationError(f"{prefix}stop: must be a string or a list of at most 4 strings")
 
 
 def check_response_format(response_format: Any) -> dict[str, Any]:

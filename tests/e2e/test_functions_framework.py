@@ -1,0 +1,127 @@
+"""Each function on its own, as a deployment runs it: a bare ``functions-framework --target NAME --source
+functions/NAME/main.py`` process (gunicorn + uvicorn worker), called at its root URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from e2e_procs import BIN, HOST, FakeUpstream, Process, free_port, functions_env, stop_all
+from openai import OpenAI
+
+from helpers import mint
+
+NAMES = ("chat", "completion", "health")
+MESSAGES = [{"role": "user", "content": "hello bare function"}]
+
+
+@pytest.fixture(scope="module")
+def functions(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """name -> base URL of that function's own functions-framework process (all three start at once)."""
+    # One ledger for the three, as deployed functions share one database.
+    env = functions_env(fake_upstream.port, tmp_path_factory.mktemp("functions-ledger"))
+    processes: dict[str, Process] = {}
+    try:
+        for name in NAMES:
+            port = free_port()
+            argv = [
+                str(BIN / "functions-framework"),
+                "--target",
+                name,
+                "--source",
+                f"functions/{name}/main.py",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+            ]
+            processes[name] = Process(f"functions-framework {name}", argv, env, port)
+        for process in processes.values():
+            # Every path of a bare function reaches the function: health answers GET, the others refuse it.
+            process.wait_ready("/", accept=(200,) if process.name.endswith("health") else (405,))
+        yield {name: process.base_url for name, process in processes.items()}
+    finally:
+        stop_all(list(processes.values()))
+
+
+def test_health_at_root(functions: dict[str, str]) -> None:
+    response = httpx.get(functions["health"] + "/", timeout=10.0)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"]["upstream"]["ok"] is True
+
+
+def test_chat_at_root(functions: dict[str, str], fake: FakeUpstream) -> None:
+    response = httpx.post(
+        functions["chat"] + "/",
+        headers={"Authorization": f"Bearer {mint()}"},
+        json={"model": "openai/gpt-4o", "messages": MESSAGES},
+        timeout=10.0,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "Echo: hello bare function"
+
+
+def test_chat_with_openai_sdk_at_v1(functions: dict[str, str], fake: FakeUpstream) -> None:
+    with OpenAI(base_url=functions["chat"] + "/v1", api_key=mint(), max_retries=0, timeout=10.0) as sdk:
+        completion = sdk.chat.completions.create(model="openai/gpt-4o", messages=MESSAGES)
+        assert completion.choices[0].message.content == "Echo: hello bare function"
+
+        stream = sdk.chat.completions.create(model="openai/gpt-4o", messages=MESSAGES, stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert text == "Echo: hello bare function"
+
+        with pytest.raises(openai.AuthenticationError):
+            sdk.chat.completions.create(
+                model="openai/gpt-4o", messages=MESSAGES, extra_headers={"Authorization": "Bearer nope"}
+            )
+
+
+def test_chat_with_openai_sdk_at_root(functions: dict[str, str], fake: FakeUpstream) -> None:
+    # base_url=<function URL>: the SDK posts to /chat/completions, which the function also answers.
+    with OpenAI(base_url=functions["chat"], api_key=mint(), max_retries=0, timeout=10.0) as sdk:
+        completion = sdk.chat.completions.create(model="openai/gpt-4o", messages=MESSAGES)
+    assert completion.choices[0].message.content == "Echo: hello bare function"
+
+
+def test_completion_at_root(functions: dict[str, str], fake: FakeUpstream) -> None:
+    response = httpx.post(
+        functions["completion"] + "/",
+        headers={"Authorization": f"Bearer {mint()}"},
+        json={"prompt": "structured please", "response_format": {"type": "json_object"}},
+        timeout=10.0,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["data"] == {"echo": "structured please"}
+    assert body["usage"]["total_tokens"] > 0
+
+
+def test_completion_without_token_is_401(functions: dict[str, str], fake: FakeUpstream) -> None:
+    response = httpx.post(functions["completion"] + "/", json={"prompt": "hi"}, timeout=10.0)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == 401
+    assert fake.chat_requests() == []
+
+
+def test_chat_stream_error_and_retry_after_survive_gunicorn(functions: dict[str, str], fake: FakeUpstream) -> None:
+    fake.script(
+        {"fault": "midstream_error", "after": 2, "code": 429},
+        {"fault": "status", "status": 429, "headers": {"Retry-After": "3600"}, "repeat": 2},
+    )
+    with OpenAI(base_url=functions["chat"] + "/v1", api_key=mint(), max_retries=0, timeout=10.0) as sdk:
+        stream = sdk.chat.completions.create(model="openai/gpt-4o", messages=MESSAGES, stream=True)
+        pieces: list[str] = []
+        with pytest.raises(openai.APIError), stream:
+            for chunk in stream:
+                pieces.extend(c.delta.content for c in chunk.choices if c.delta.content)
+        assert "".join(pieces) == "Echo: hello "
+
+        with pytest.raises(openai.InternalServerError) as caught:
+            sdk.chat.completions.create(model="openai/gpt-4o", messages=MESSAGES)
+    assert caught.value.status_code == 503
+    assert int(caught.value.response.headers["retry-after"]) >= 3000

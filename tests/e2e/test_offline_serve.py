@@ -1,0 +1,92 @@
+"""``openrouter-functions serve`` with no credentials at all: offline mode with a built-in fake OpenRouter and
+a printed dev token; and refusal of offline mode on a cloud runtime."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from e2e_procs import Process, clean_env, cli, free_port
+
+BANNER = "OFFLINE MODE"
+
+
+@dataclass
+class Offline:
+    process: Process
+    banner: str
+    token: str
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Offline]:
+    port = free_port()
+    # Nothing but where the embedded ledger goes: no OPENROUTER_* or SUPABASE_* at all.
+    env = clean_env(LEDGER_SQLITE_PATH=str(tmp_path_factory.mktemp("offline-ledger") / "ledger.sqlite3"))
+    process = Process("serve (offline)", cli("serve", "--port", str(port)), env, port)
+    try:
+        banner = process.wait_for_output("curl -s")
+        match = re.search(r"dev access token[^\n]*:\n\s*(\S+)", banner)
+        assert match, f"no dev token in the banner:\n{banner}"
+        process.wait_ready("/health")
+        yield Offline(process, banner, match.group(1))
+    finally:
+        process.stop()
+
+
+def test_banner_names_offline_mode_token_and_curl(offline: Offline) -> None:
+    assert BANNER in offline.banner
+    base = offline.process.base_url
+    assert f"{base}/chat" in offline.banner
+    curl = [line for line in offline.banner.splitlines() if "curl -s" in line]
+    assert curl == [f"    curl -s {base}/chat -H 'Authorization: Bearer {offline.token}' \\"]
+    assert offline.token.count(".") == 2, "the dev token is a JWT"
+
+
+def test_chat_with_the_printed_token(offline: Offline) -> None:
+    response = httpx.post(
+        f"{offline.process.base_url}/chat",
+        headers={"Authorization": f"Bearer {offline.token}"},
+        json={"messages": [{"role": "user", "content": "Hello!"}]},
+        timeout=10.0,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["choices"][0]["message"]["content"] == "Echo: Hello!"
+
+
+def test_chat_without_the_token_is_refused(offline: Offline) -> None:
+    response = httpx.post(
+        f"{offline.process.base_url}/chat", json={"messages": [{"role": "user", "content": "Hello!"}]}, timeout=10.0
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == 401
+
+
+def test_health_reports_offline_mode(offline: Offline) -> None:
+    response = httpx.get(f"{offline.process.base_url}/health", timeout=10.0)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["offline_mode"] is True
+
+
+def test_offline_mode_refused_on_cloud_runtime() -> None:
+    port = free_port()
+    result = subprocess.run(
+        cli("serve", "--port", str(port)),
+        env=clean_env(K_SERVICE="x"),
+        capture_output=True,
+        text=True,
+        timeout=15,
+        check=False,
+    )
+    assert result.returncode != 0
+    message = (result.stderr + result.stdout).lower()
+    assert "offline mode" in message
+    assert "refus" in message
+    assert BANNER not in result.stdout
