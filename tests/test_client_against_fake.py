@@ -248,3 +248,46 @@ def test_sync_health_check_against_threaded_fake() -> None:
         assert OpenRouterService("k", base_url=fake.url).health_check()
         fake.script({"fault": "hang"})  # only chat requests consume steps; /models still answers
         assert OpenRouterService("k", base_url=fake.url, health_timeout=0.5).health_check()
+
+
+@pytest.fixture(params=["aiohttp", "httpx"])
+def transport_choice(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("OPENROUTER_HTTP_TRANSPORT", request.param)
+    return str(request.param)
+
+
+async def test_streams_give_their_connection_back(fake: FakeOpenRouter, transport_choice: str) -> None:
+    async with OpenRouterService("sk-or-v1-fake", base_url=fake.url) as service:
+        for _ in range(3):
+            stream = service.stream_chat_completion(USER)
+            assert len([c async for c in stream]) > 1
+            assert stream.completed
+        await service.chat_completion(USER)
+    assert fake.connections == 1
+
+
+async def test_transport_errors_say_what_happened(fake: FakeOpenRouter, transport_choice: str, sleeps: Sleeps) -> None:
+    async with OpenRouterService("k", base_url="http://127.0.0.1:9/api/v1", max_retries=0, sleep=sleeps) as service:
+        with pytest.raises(OpenRouterConnectionError, match="ConnectError"):
+            await service.chat_completion(USER)
+    fake.script({"fault": "reset"}, {"fault": "cut", "after": 1})
+    async with OpenRouterService("sk-or-v1-fake", base_url=fake.url, max_retries=0, sleep=sleeps) as service:
+        with pytest.raises(OpenRouterConnectionError):
+            await service.chat_completion(USER)
+        with pytest.raises(OpenRouterConnectionError, match="cut after"):
+            [c async for c in service.stream_chat_completion(USER)]
+    fake.script({"fault": "hang"})
+    async with OpenRouterService("sk-or-v1-fake", base_url=fake.url, max_retries=0, timeout=0.2) as service:
+        with pytest.raises(OpenRouterTimeoutError):
+            await service.chat_completion(USER)
+
+
+def test_default_transport_is_aiohttp_unless_switched(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    from openrouter_service.transport import default_transport
+
+    monkeypatch.delenv("OPENROUTER_HTTP_TRANSPORT", raising=False)
+    assert type(default_transport()).__name__ == "_AiohttpTransport"
+    monkeypatch.setenv("OPENROUTER_HTTP_TRANSPORT", "httpx")
+    assert isinstance(default_transport(), httpx.AsyncHTTPTransport)

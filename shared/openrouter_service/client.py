@@ -199,7 +199,6 @@ class OpenRouterService:
 
             self._http = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=64, keepalive_expiry=60.0),
                 transport=default_transport(),
             )
         return self._http
@@ -644,9 +643,11 @@ class ChatStream:
                         if isinstance(event, SSEComment):
                             yield event
                             continue
+                        if self.completed:
+                            continue  # read to the end of the body so the connection goes back to the pool
                         if event.data == DONE:
                             self.completed = True
-                            break
+                            continue
                         chunk = self._parse(event)
                         if chunk.get("error"):
                             error = error_from_upstream(200, chunk, attempts=self.attempts)
