@@ -1,0 +1,233 @@
+"""What a function costs on top of OpenRouter: cold start and per-call overhead.
+
+* Cold start: a fresh ``functions-framework --target chat`` process (and ``openrouter-functions serve``)
+  from spawn to its first answered chat call, ``--starts`` times; plus the import time of the
+  function's module in a fresh interpreter.
+* Per-call overhead: the same chat request sent (a) straight to the fake OpenRouter and (b) through
+  the ``chat`` function in front of it (token verified, body validated, policy, ledger, our client,
+  JSON back), sequentially, interleaved over rounds. The paired difference (b - a) is what the
+  function adds. Measured with the ledger off and with the embedded SQLite ledger.
+
+Targets (a tenth of LiteLLM's proxy on this class of machine: ~5 s start, ~5 ms per call):
+cold start <= 0.5 s, overhead <= 0.5 ms per call. Everything talks to 127.0.0.1; loops are bounded.
+
+    .venv/bin/python bench/function_overhead.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+
+from _common import (
+    API_KEY,
+    MESSAGES,
+    PAYLOAD,
+    FakeServerProcess,
+    Samples,
+    environment,
+    print_table,
+    write_results,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "bench-secret-that-is-at-least-32-characters-long"
+USER = "6f1c9c1e-2f6a-4c55-9a53-0d3d2b0f7a11"
+
+
+def token() -> str:
+    now = int(time.time())
+    claims = {"sub": USER, "aud": "authenticated", "role": "authenticated", "iat": now, "exp": now + 3600}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def function_env(upstream: str, ledger: str, ledger_dir: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "SUPABASE_", "LEDGER_"))}
+    env.update(
+        OPENROUTER_API_KEY=API_KEY,
+        OPENROUTER_BASE_URL=upstream,
+        SUPABASE_JWT_SECRET=SECRET,
+        LEDGER_BACKEND=ledger,
+        LEDGER_SQLITE_PATH=str(Path(ledger_dir) / "ledger.sqlite3"),
+        LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def spawn(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    if kind == "functions-framework":
+        argv = [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            "--target",
+            "chat",
+            "--source",
+            str(ROOT / "functions" / "chat" / "main.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+    else:
+        argv = [sys.executable, "-m", "openrouter_service.cli", "serve", "--port", str(port)]
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def cold_start(kind: str, upstream: str, ledger_dir: str) -> float:
+    """Seconds from spawn to the first answered chat call."""
+    port = free_port()
+    path = "/" if kind == "functions-framework" else "/chat"
+    headers = {"Authorization": f"Bearer {token()}"}
+    started = time.perf_counter()
+    process = spawn(kind, port, function_env(upstream, "sqlite", ledger_dir))
+    try:
+        deadline = started + 30
+        with httpx.Client(timeout=5) as client:
+            while time.perf_counter() < deadline:
+                try:
+                    response = client.post(
+                        f"http://127.0.0.1:{port}{path}", json={"messages": MESSAGES}, headers=headers
+                    )
+                except httpx.TransportError:
+                    time.sleep(0.005)
+                    continue
+                if response.status_code != 200:
+                    raise SystemExit(f"{kind} answered {response.status_code}: {response.text[:300]}")
+                return time.perf_counter() - started
+        raise SystemExit(f"{kind} did not answer within 30 s")
+    finally:
+        stop(process)
+
+
+def import_time() -> float:
+    """Seconds to import the chat function's module in a fresh interpreter (median of 5)."""
+    code = (
+        "import time, importlib.util as u; t = time.perf_counter(); "
+        f"s = u.spec_from_file_location('main', {str(ROOT / 'functions/chat/main.py')!r}); "
+        "m = u.module_from_spec(s); s.loader.exec_module(m); print(time.perf_counter() - t)"
+    )
+    samples = [
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+        for _ in range(5)
+    ]
+    return statistics.median(samples)
+
+
+async def overhead(upstream: str, ledger: str, rounds: int, calls: int) -> dict[str, Any]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as ledger_dir:
+        process = spawn("functions-framework", port, function_env(upstream, ledger, ledger_dir))
+        try:
+            auth = {"Authorization": f"Bearer {token()}"}
+            async with httpx.AsyncClient(timeout=10) as direct, httpx.AsyncClient(timeout=10) as through:
+                for _ in range(300):
+                    try:
+                        if (await through.get(f"http://127.0.0.1:{port}/", headers=auth)).status_code:
+                            break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.05)
+                upstream_headers = {"Authorization": f"Bearer {API_KEY}"}
+
+                async def call_direct() -> None:
+                    r = await direct.post(f"{upstream}/chat/completions", json=PAYLOAD, headers=upstream_headers)
+                    r.json()
+
+                async def call_through() -> None:
+                    r = await through.post(f"http://127.0.0.1:{port}/", json={"messages": MESSAGES}, headers=auth)
+                    assert r.status_code == 200, r.text
+                    r.json()
+
+                for _ in range(50):  # warm both paths
+                    await call_direct()
+                    await call_through()
+                a, b = Samples(), Samples()
+                for r in range(rounds):
+                    order = [(a, call_direct), (b, call_through)]
+                    for samples, call in order if r % 2 == 0 else order[::-1]:
+                        start = time.perf_counter()
+                        for _ in range(calls):
+                            await call()
+                        samples.add((time.perf_counter() - start) / calls * 1e6)
+        finally:
+            stop(process)
+    added = statistics.median(y - x for x, y in zip(a.values, b.values, strict=True))
+    return {
+        "direct_us": a.as_dict("us/call"),
+        "through_function_us": b.as_dict("us/call"),
+        "added_us_paired_median": round(added, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--starts", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--calls", type=int, default=100)
+    args = parser.parse_args()
+    starts, rounds, calls = (2, 3, 30) if args.quick else (args.starts, args.rounds, args.calls)
+
+    with FakeServerProcess() as fake, tempfile.TemporaryDirectory() as ledger_dir:
+        results: dict[str, Any] = {"benchmark": "function_overhead", "environment": environment()}
+        results["import_s"] = round(import_time(), 4)
+        for kind in ("functions-framework", "serve"):
+            times = [cold_start(kind, fake.url, ledger_dir) for _ in range(starts)]
+            results[f"cold_start_s[{kind}]"] = {
+                "median": round(statistics.median(times), 3),
+                "all": [round(t, 3) for t in times],
+            }
+        for ledger in ("off", "sqlite"):
+            results[f"overhead[ledger={ledger}]"] = asyncio.run(overhead(fake.url, ledger, rounds, calls))
+
+    rows = [["chat module import (fresh interpreter)", f"{results['import_s'] * 1000:.0f} ms", "-"]]
+    for kind in ("functions-framework", "serve"):
+        median = results[f"cold_start_s[{kind}]"]["median"]
+        rows.append(
+            [
+                f"cold start to first chat answer, {kind}",
+                f"{median * 1000:.0f} ms",
+                "ok" if median <= 0.5 else "MISSED (target 500 ms)",
+            ]
+        )
+    for ledger in ("off", "sqlite"):
+        data = results[f"overhead[ledger={ledger}]"]
+        added = data["added_us_paired_median"]
+        rows.append([f"direct to fake OpenRouter (ledger={ledger} run)", f"{data['direct_us']['median']:.0f} us", "-"])
+        rows.append([f"through chat function, ledger={ledger}", f"{data['through_function_us']['median']:.0f} us", "-"])
+        rows.append(
+            [f"added per call, ledger={ledger}", f"{added:.0f} us", "ok" if added <= 500 else "MISSED (target 500 us)"]
+        )
+    print_table(["measure", "value", "target"], rows)
+    print(f"\nresults: {write_results('function_overhead' + ('.quick' if args.quick else ''), results)}")
+
+
+if __name__ == "__main__":
+    main()
