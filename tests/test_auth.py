@@ -200,7 +200,7 @@ async def jwks(ec_key: ec.EllipticCurvePrivateKey, rsa_key: rsa.RSAPrivateKey) -
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(auth_module, "time", types.SimpleNamespace(monotonic=fake.monotonic))
+    monkeypatch.setattr(auth_module, "time", types.SimpleNamespace(monotonic=fake.monotonic, time=time.time))
     return fake
 
 
@@ -671,3 +671,32 @@ async def test_no_credentials_challenge_carries_no_error_code() -> None:
     with pytest.raises(AuthError) as bad:
         await verifier.verify("Bearer nonsense")
     assert bad.value.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+
+
+async def test_verified_tokens_are_reused_until_ttl(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> None:
+    """A browser sends one token for many calls: its signature is checked once per VERIFIED_TTL."""
+    import jwt as pyjwt
+
+    from openrouter_service.auth import VERIFIED_TTL, TokenVerifier
+
+    calls = []
+    real_decode = pyjwt.decode
+
+    def counting_decode(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(pyjwt, "decode", counting_decode)
+    verifier = TokenVerifier(jwt_secret=JWT_SECRET)
+    token = mint()
+    first = await verify(verifier, token)
+    assert await verify(verifier, token) == first
+    assert len(calls) == 1
+    other = mint(sub="0b7f3a52-8f43-4a0e-9a3c-2a4cbb7d5e01")
+    assert (await verify(verifier, other)).user_id != first.user_id
+    assert len(calls) == 2
+    clock.advance(VERIFIED_TTL + 1)
+    await verify(verifier, token)
+    assert len(calls) == 3
+    with pytest.raises(AuthError):  # a bad token is never served from the cache
+        await verify(verifier, token[:-2] + "xx")
