@@ -3,14 +3,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# PostgreSQL 15 and pgTAP for the database tests (skipped when TEST_DATABASE_URL points at a server).
-if [ -z "${TEST_DATABASE_URL:-}" ] && { [ ! -x /usr/lib/postgresql/15/bin/initdb ] || [ ! -f /usr/share/postgresql/15/extension/pgtap.control ]; }; then
+# Debian packages the tests use: PostgreSQL 15 with pgTAP and pg_cron (database tests) and promtool
+# (alert rules). Installed when missing and we are root; otherwise we say what is needed.
+packages="postgresql-15 postgresql-15-pgtap postgresql-15-cron prometheus"
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || [ ! -f /usr/share/postgresql/15/extension/pgtap.control ] \
+   || [ ! -f /usr/share/postgresql/15/extension/pg_cron.control ] || ! command -v promtool >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== installing postgresql-15 and pgTAP"
+    echo "== installing $packages"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 postgresql-15-pgtap >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $packages >/dev/null
   else
-    echo "PostgreSQL 15 with pgTAP is needed: apt-get install postgresql-15 postgresql-15-pgtap (or set TEST_DATABASE_URL)" >&2
+    echo "missing Debian packages; run: apt-get install $packages" >&2
     exit 1
   fi
 fi
@@ -20,4 +24,5 @@ echo "== ruff"; .venv/bin/ruff check .
 echo "== ruff format"; .venv/bin/ruff format --check .
 echo "== mypy --strict"; .venv/bin/mypy
 for fn in functions/*/main.py; do .venv/bin/mypy --strict --follow-imports=silent "$fn"; done
+echo "== deploy linters"; bash scripts/lint-deploy.sh
 echo "== pytest"; .venv/bin/pytest -q -p no:cacheprovider "$@"
