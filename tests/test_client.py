@@ -301,14 +301,25 @@ async def test_connect_errors_are_retried_then_reported(make_service: Build, sle
     assert info.value.status_code == 502
 
 
-async def test_timeouts_are_retried_then_reported_as_504(make_service: Build) -> None:
-    def slow(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("timed out", request=request)
+async def test_connect_timeouts_are_retried_then_reported_as_504(make_service: Build) -> None:
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("timed out", request=request)
 
-    service, _ = make_service(slow, max_retries=1)
+    service, _ = make_service(unreachable, max_retries=1)
     with pytest.raises(OpenRouterTimeoutError) as info:
         await service.chat_completion(USER)
     assert (info.value.status_code, info.value.type, info.value.attempts) == (504, "upstream_timeout", 2)
+
+
+async def test_read_timeout_is_not_retried_so_nothing_is_billed_twice(make_service: Build) -> None:
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    service, seen = make_service(slow, max_retries=3)
+    with pytest.raises(OpenRouterTimeoutError) as info:
+        await service.chat_completion(USER)
+    assert info.value.attempts == 1
+    assert len(seen) == 1
 
 
 # -- OpenRouter's quirks ----------------------------------------------------------------------------

@@ -88,14 +88,15 @@ async def test_unknown_model_is_a_bad_request(service: OpenRouterService) -> Non
         await service.chat_completion(USER, model_params={"model": "nobody/nothing"})
 
 
-async def test_hanging_upstream_times_out_on_every_attempt(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
+async def test_hanging_upstream_times_out_without_a_second_billed_attempt(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
     fake.script({"fault": "hang", "repeat": 2})
     async with OpenRouterService(
         "sk-or-v1-fake", base_url=fake.url, timeout=0.2, max_retries=1, sleep=sleeps
     ) as service:
         with pytest.raises(OpenRouterTimeoutError) as info:
             await service.chat_completion(USER)
-    assert info.value.attempts == 2 and info.value.status_code == 504
+    assert info.value.attempts == 1 and info.value.status_code == 504
+    assert len(fake.received) == 1
 
 
 async def test_slow_reply_within_timeout_succeeds(fake: FakeOpenRouter, service: OpenRouterService) -> None:

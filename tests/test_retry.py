@@ -32,7 +32,6 @@ def test_zero_retries_means_one_attempt() -> None:
     "exc",
     [
         httpx.ConnectError("refused"),
-        httpx.ReadTimeout("slow"),
         httpx.ConnectTimeout("x"),
         httpx.RemoteProtocolError("reset"),
         httpx.ReadError("reset"),
@@ -40,6 +39,10 @@ def test_zero_retries_means_one_attempt() -> None:
 )
 def test_connection_errors_and_timeouts_are_retried(exc: Exception) -> None:
     assert RetryPolicy().should_retry(1, exc=exc)
+
+
+def test_read_timeouts_are_not_retried_to_avoid_double_billing() -> None:
+    assert not RetryPolicy().should_retry(1, exc=httpx.ReadTimeout("the model is still generating"))
 
 
 def test_other_exceptions_are_not_retried() -> None:

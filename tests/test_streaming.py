@@ -165,3 +165,38 @@ async def test_aclose_stops_reading(make_service: Build) -> None:
         break
     await stream.aclose()
     assert not stream.completed and stream.chunks == 1
+
+
+class _ThenFails(httpx.AsyncByteStream):
+    """A body that delivers ``data`` and then resets the connection, or goes silent."""
+
+    def __init__(self, data: bytes, *, hang: bool = False) -> None:
+        self.data = data
+        self.hang = hang
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.data
+        if self.hang:
+            import asyncio
+
+            await asyncio.sleep(30)
+        raise httpx.ReadError("connection reset")
+
+
+@pytest.mark.parametrize("hang", [False, True])
+async def test_a_finished_stream_is_not_failed_by_what_follows_done(
+    make_service: Build, monkeypatch: pytest.MonkeyPatch, hang: bool
+) -> None:
+    from openrouter_service import client as client_module
+
+    monkeypatch.setattr(client_module, "DRAIN_SECONDS", 0.05)
+    service, _ = make_service(
+        lambda r: httpx.Response(
+            200, stream=_ThenFails(HAPPY, hang=hang), headers={"content-type": "text/event-stream"}
+        )
+    )
+    stream = service.stream_chat_completion(USER)
+    chunks = [c async for c in stream]
+    assert len(chunks) == 4
+    assert stream.completed
+    assert stream.usage == USAGE

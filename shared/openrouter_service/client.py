@@ -528,6 +528,20 @@ class OpenRouterService:
         logger.warning(json.dumps(record, ensure_ascii=False))
 
 
+DRAIN_SECONDS = 0.5
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read what follows ``[DONE]`` (normally just the end of the body) so the connection can be reused;
+    never wait long for it, and never fail a finished stream over it."""
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in lines:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass
+
+
 class ChatStream:
     """A streamed chat completion: iterate for chunk dicts; ``usage`` is set once the final chunk arrives.
 
@@ -638,16 +652,15 @@ class ChatStream:
             while True:
                 response = self._response = await self._open()
                 retry_with: OpenRouterError | None = None
+                lines = response.aiter_lines()
                 try:
-                    async for event in iter_sse(response.aiter_lines()):
+                    async for event in iter_sse(lines):
                         if isinstance(event, SSEComment):
                             yield event
                             continue
-                        if self.completed:
-                            continue  # read to the end of the body so the connection goes back to the pool
                         if event.data == DONE:
                             self.completed = True
-                            continue
+                            break
                         chunk = self._parse(event)
                         if chunk.get("error"):
                             error = error_from_upstream(200, chunk, attempts=self.attempts)
@@ -660,6 +673,8 @@ class ChatStream:
                         self._note(chunk)
                         self.chunks += 1
                         yield chunk
+                    if self.completed:
+                        await _drain(lines)
                 except httpx.HTTPError as exc:
                     if self.chunks == 0 and service.retry_policy.should_retry(self.attempts, exc=exc):
                         retry_with = service._transport_error(exc, self.attempts)

@@ -33,7 +33,14 @@ def is_retryable_status(status: int) -> bool:
 
 
 def is_retryable_exception(exc: BaseException) -> bool:
-    """True for transport failures worth another attempt: connection errors and timeouts."""
+    """True for transport failures worth another attempt: connection errors and connect/pool timeouts.
+
+    A read timeout is *not* retried: the request reached OpenRouter and the model may still be
+    generating, and OpenRouter bills a non-streamed generation in full whether or not we wait for it,
+    so a retry would bill the caller twice for one answer.
+    """
+    if isinstance(exc, httpx.ReadTimeout):
+        return False
     return isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError)
 
 
