@@ -159,3 +159,14 @@ async def test_unwritable_path_is_ledger_unavailable(tmp_path: Path) -> None:
     assert not await broken.check()
     with pytest.raises(LedgerUnavailable):
         await broken.begin("r", USER, "chat", None, 0, Limits())
+
+
+async def test_a_request_that_ran_without_a_reservation_is_still_counted(ledger: SQLiteLedger, clock: Clock) -> None:
+    await ledger.begin("long", USER, "chat", None, 0.01, Limits())
+    clock.now += 16 * 60  # a stream longer than the stale sweep
+    await ledger.begin("other", USER, "chat", None, 0.01, Limits())  # sweeps "long"
+    ran = record("long", cost=0.5)
+    ran.admitted = True
+    assert await ledger.finish(ran)
+    [day] = await ledger.rows("usage_daily")
+    assert (day["requests"], day["cost_usd"], day["in_flight"]) == (1, 0.5, 1)  # "other" still in flight

@@ -299,6 +299,17 @@ class OpenRouterService:
             logger.debug("health check failed", exc_info=True)
             return False
 
+    def validate_request(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        model_params: Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        stream: bool = False,
+    ) -> None:
+        """Raise the validation error a call with these arguments would raise, without calling."""
+        self._prepare(messages, model_params, response_format, stream=stream)
+
     # -- request building -----------------------------------------------------------------------------
 
     def _prepare(

@@ -27,7 +27,7 @@ from .cors import cors_headers, preflight_headers
 from .envelope import ApiError, error_from_exception, error_response, json_response
 from .errors import OpenRouterError
 from .guard import scan_messages
-from .ledger import Ledger, LedgerUnavailable, Limits, UsageRecord, ledger_user_id
+from .ledger import Admission, Ledger, LedgerUnavailable, Limits, UsageRecord, ledger_user_id
 from .messages import normalize_model
 from .metrics import METRICS
 from .redact import preview
@@ -39,6 +39,7 @@ __all__ = ["chat_endpoint", "completion_endpoint", "health_endpoint"]
 log = logging.getLogger("openrouter_functions.request")
 ledger_log = logging.getLogger("openrouter_functions.ledger")
 FINISH_ATTEMPTS = 3
+LEDGER_TIMEOUT = 5.0
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _CHAT_PATHS = frozenset({"", "/", "/chat/completions", "/v1/chat/completions"})
@@ -56,7 +57,10 @@ class Exchange:
     ledger_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     user_id: str | None = None
     is_service: bool = False
-    admitted: bool = False
+    admitted: bool = False  # the ledger admitted it and holds a reservation
+    reserved_usd: float = 0.0
+    unmetered: bool = False  # served while the ledger was down (LEDGER_FAILURE_MODE=open)
+    ledger_refused: bool = False  # refused because the ledger was down: nothing ran, nothing to record
     model: str | None = None
     status: int = 200
     error_type: str | None = None
@@ -155,11 +159,18 @@ async def _serve(request: Request, function: str, handler: Handler) -> Response:
         exchange.fail(error)
         allowed = _allowed_origins_or_default()
         response = error_response(error)
+    except BaseException:
+        # Cancelled (the server is shutting down, or the caller left): the reservation is still settled
+        # and the request still logged.
+        exchange.status, exchange.outcome = 499, "cancelled"
+        with anyio.CancelScope(shield=True):
+            await _settle(exchange)
+            exchange.record()
+        raise
     response.headers.update(cors_headers(origin, allowed))
     response.headers["X-Request-Id"] = exchange.request_id
     if not streaming:
-        if exchange.user_id is not None:
-            await _settle(exchange)
+        await _settle(exchange)
         exchange.record()
     return response
 
@@ -182,21 +193,48 @@ async def _authenticate(request: Request, exchange: Exchange, runtime: Runtime) 
     exchange.is_service = caller.is_service
 
 
+async def _ledger_call(runtime: Runtime, call: Awaitable[Any], *, respect_breaker: bool = True) -> Any:
+    """One ledger round trip, bounded in time; any failure is LedgerUnavailable and opens the breaker."""
+    if respect_breaker and runtime.ledger_suspended():
+        close = getattr(call, "close", None)
+        if close is not None:
+            close()  # never awaited: the coroutine must not warn
+        raise LedgerUnavailable("the ledger failed moments ago; not retried yet")
+    try:
+        async with asyncio.timeout(LEDGER_TIMEOUT):
+            return await call
+    except Exception as exc:
+        runtime.note_ledger_failure()
+        if isinstance(exc, LedgerUnavailable):
+            raise
+        detail = "timed out" if isinstance(exc, TimeoutError) else f"{exc.__class__.__name__}: {exc}"
+        raise LedgerUnavailable(detail) from exc
+
+
 async def _begin(runtime: Runtime, exchange: Exchange) -> None:
     """Ledger admission: rate window, daily quotas and a cost reservation, in one round trip."""
-    ledger = runtime.ledger
+    try:
+        ledger = runtime.ledger
+    except ApiError:
+        ledger = None
+        if runtime.settings.ledger_failure_mode != "open":
+            exchange.ledger_refused = True
+            raise
     if ledger is None or exchange.user_id is None:
         return
     # Trusted server callers (service role) are logged but not limited.
     limits = Limits() if exchange.is_service else runtime.default_limits
     try:
-        admission = await ledger.begin(
-            exchange.ledger_id,
-            ledger_user_id(exchange.user_id),
-            exchange.function,
-            exchange.model,
-            runtime.settings.quota_reserve_usd,
-            limits,
+        admission: Admission = await _ledger_call(
+            runtime,
+            ledger.begin(
+                exchange.ledger_id,
+                ledger_user_id(exchange.user_id),
+                exchange.function,
+                exchange.model,
+                runtime.settings.quota_reserve_usd,
+                limits,
+            ),
         )
     except LedgerUnavailable as exc:
         METRICS.inc("orf_ledger_errors_total", function=exchange.function, op="begin")
@@ -211,7 +249,9 @@ async def _begin(runtime: Runtime, exchange: Exchange) -> None:
             )
         )
         if runtime.settings.ledger_failure_mode == "open":
+            exchange.unmetered = True
             return
+        exchange.ledger_refused = True
         raise ApiError(
             503, "ledger_unavailable", "Usage accounting is unavailable; try again shortly.", retry_after=5
         ) from None
@@ -227,16 +267,19 @@ async def _begin(runtime: Runtime, exchange: Exchange) -> None:
             kind = "quota_exceeded"
         raise ApiError(429, kind, message, retry_after=admission.retry_after, details={"limit": admission.limit})
     exchange.admitted = True
+    exchange.reserved_usd = admission.reserved_usd
 
 
 async def _settle(exchange: Exchange) -> None:
     """Ledger finish: the log row and the usage, retried; never lost silently."""
+    if exchange.user_id is None or exchange.ledger_refused:
+        return
     try:
         runtime = get_runtime()
         ledger = runtime.ledger
     except Exception:
         return
-    if ledger is None or exchange.user_id is None:
+    if ledger is None:
         return
     usage = exchange.usage or {}
     log_prompts = runtime.settings.log_prompts
@@ -246,6 +289,11 @@ async def _settle(exchange: Exchange) -> None:
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     cost = usage.get("cost")
+    cost_usd = float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None
+    if cost_usd is None and exchange.outcome == "cancelled" and exchange.admitted:
+        # The caller hung up before the provider's usage arrived; OpenRouter still bills what was
+        # generated. Charging the reservation keeps hanging up from being a way around the budget.
+        cost_usd = exchange.reserved_usd
     record = UsageRecord(
         request_id=exchange.ledger_id,
         user_id=ledger_user_id(exchange.user_id),
@@ -259,20 +307,24 @@ async def _settle(exchange: Exchange) -> None:
         prompt_tokens=number("prompt_tokens"),
         completion_tokens=number("completion_tokens"),
         total_tokens=number("total_tokens"),
-        cost_usd=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+        cost_usd=cost_usd,
         generation_id=exchange.generation_id,
         prompt_preview=exchange.prompt_preview if log_prompts else None,
         response_preview=exchange.response_preview if log_prompts else None,
+        admitted=exchange.admitted or exchange.unmetered,
     )
     error: Exception | None = None
-    for attempt in range(FINISH_ATTEMPTS):
+    # With the breaker open (the ledger failed moments ago) the row goes straight to the log line
+    # below instead of holding the caller; otherwise a finish gets its retries.
+    attempts = 1 if runtime.ledger_suspended() else FINISH_ATTEMPTS
+    for attempt in range(attempts):
         try:
-            await ledger.finish(record)
+            await _ledger_call(runtime, ledger.finish(record), respect_breaker=attempts == 1)
             return
         except LedgerUnavailable as exc:
             error = exc
             METRICS.inc("orf_ledger_errors_total", function=exchange.function, op="finish")
-            if attempt + 1 < FINISH_ATTEMPTS:
+            if attempt + 1 < attempts:
                 await runtime.sleep(0.1 * 3**attempt)
     METRICS.inc("orf_usage_unrecorded_total", function=exchange.function)
     # One line carrying the whole row, so it can be replayed into ledger_finish later.
@@ -314,6 +366,8 @@ def _admit(
             value = params.get(key)
             if isinstance(value, int) and not isinstance(value, bool) and value > cap:
                 raise ApiError(400, "max_tokens_exceeded", f"{key} may be at most {cap}.")
+        if "max_tokens" not in params and "max_completion_tokens" not in params:
+            params["max_tokens"] = cap  # unset would mean the model's own (often much larger) limit
     if settings.prompt_guard != "off":
         hits = scan_messages(m for m in messages if isinstance(m, dict))
         if hits:
@@ -369,6 +423,10 @@ async def _chat(request: Request, exchange: Exchange, runtime: Runtime) -> Respo
         exchange.prompt_preview = preview(_last_user_text(chat.messages))
     if chat.stream and chat.response_format is not None:
         raise ApiError(400, "invalid_request", "response_format cannot be combined with stream.")
+    # Bad input is refused before admission, so a client bug never spends the user's quota.
+    service.validate_request(
+        chat.messages, model_params=chat.params, response_format=chat.response_format, stream=chat.stream
+    )
     await _begin(runtime, exchange)
     try:
         if chat.stream:
@@ -490,6 +548,7 @@ async def _completion(request: Request, exchange: Exchange, runtime: Runtime) ->
     _admit(runtime, exchange, messages, call.params, service.model_name)
     if runtime.settings.log_prompts:
         exchange.prompt_preview = preview(call.prompt)
+    service.validate_request(messages, model_params=call.params, response_format=call.response_format)
     await _begin(runtime, exchange)
     try:
         completion = await service.complete(messages, model_params=call.params, response_format=call.response_format)

@@ -25,6 +25,8 @@ from .ledger import Ledger, Limits
 
 __all__ = ["Runtime", "UpstreamProbe", "get_runtime", "reset_runtime"]
 
+LEDGER_BREAKER_SECONDS = 5.0
+
 
 @dataclass(slots=True)
 class UpstreamProbe:
@@ -50,6 +52,15 @@ class Runtime:
     _ledger: Ledger | None = None
     _ledger_built: bool = False
     sleep: Any = asyncio.sleep
+    # Breaker: after a ledger failure, calls fail fast for a few seconds instead of each waiting out
+    # a timeout (a ledger outage must not add seconds to every request).
+    ledger_down_until: float = 0.0
+
+    def ledger_suspended(self) -> bool:
+        return time.monotonic() < self.ledger_down_until
+
+    def note_ledger_failure(self) -> None:
+        self.ledger_down_until = time.monotonic() + LEDGER_BREAKER_SECONDS
 
     @property
     def ledger(self) -> Ledger | None:

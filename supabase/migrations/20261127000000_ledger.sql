@@ -158,6 +158,9 @@ create function public.ledger_begin(
 language plpgsql
 security definer
 set search_path = ''
+-- A user's usage row can be locked by someone else (an operator's open transaction): fail fast, so the
+-- function answers 503 instead of hanging every request of that user.
+set lock_timeout = '3s'
 as $$
 declare
   v_now            timestamptz := now();
@@ -300,8 +303,9 @@ grant execute on function public.ledger_begin(text, uuid, text, text, numeric, i
 --
 -- Idempotent by request id: the log row's primary key decides which finish is first. A concurrent
 -- duplicate waits on that key until the first commits, then inserts nothing and reports a duplicate,
--- so usage is settled exactly once. Usage is settled only for a request that holds a reservation, so
--- a refused request (429 from ledger_begin) leaves just its log row.
+-- so usage is settled exactly once. Usage is settled for a request that holds a reservation, or that
+-- the function says ran (p_row.admitted); a refused request (429 from ledger_begin) leaves just its
+-- log row.
 
 create function public.ledger_finish(
   p_request_id text,
@@ -311,6 +315,9 @@ create function public.ledger_finish(
 language plpgsql
 security definer
 set search_path = ''
+-- A user's usage row can be locked by someone else (an operator's open transaction): fail fast, so the
+-- function answers 503 instead of hanging every request of that user.
+set lock_timeout = '3s'
 as $$
 declare
   v_prompt_tokens     bigint := (p_row ->> 'prompt_tokens')::numeric;
@@ -319,6 +326,7 @@ declare
   v_cost_usd          numeric := round((p_row ->> 'cost_usd')::numeric, 8);
   v_day               date;
   v_reserved          numeric;
+  v_settled           boolean := false;
 begin
   if p_request_id is null or p_user_id is null then
     raise exception 'ledger_finish: p_request_id and p_user_id are required' using errcode = '22004';
@@ -353,9 +361,10 @@ begin
     delete from public.ledger_reservations r
      where r.request_id = p_request_id and r.user_id = p_user_id
     returning r.amount_usd into v_reserved;
+    v_settled := found;
 
     -- Not found here means ledger_begin released it as stale while we waited for the lock.
-    if found then
+    if v_settled then
       -- Settled on the reservation's day: a request that crosses midnight counts where it began.
       update public.usage_daily u
          set requests = u.requests + 1,
@@ -368,6 +377,21 @@ begin
              updated_at = now()
        where u.user_id = p_user_id and u.day = v_day;
     end if;
+  end if;
+
+  -- A request that ran but holds no reservation any more (it outlived the 15-minute stale sweep, or it
+  -- was served while ledger_begin was failing and LEDGER_FAILURE_MODE=open) is still counted, on today.
+  if not v_settled and coalesce((p_row ->> 'admitted')::boolean, false) then
+    v_day := (now() at time zone 'utc')::date;
+    insert into public.usage_daily (user_id, day) values (p_user_id, v_day) on conflict do nothing;
+    update public.usage_daily u
+       set requests = u.requests + 1,
+           prompt_tokens = u.prompt_tokens + coalesce(v_prompt_tokens, 0),
+           completion_tokens = u.completion_tokens + coalesce(v_completion_tokens, 0),
+           total_tokens = u.total_tokens + coalesce(v_total_tokens, 0),
+           cost_usd = u.cost_usd + coalesce(v_cost_usd, 0),
+           updated_at = now()
+     where u.user_id = p_user_id and u.day = v_day;
   end if;
 
   return jsonb_build_object('recorded', true);

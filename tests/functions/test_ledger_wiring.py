@@ -202,3 +202,89 @@ async def test_ledger_off(client: httpx.AsyncClient, configure: Any) -> None:
     configure(LEDGER_BACKEND="off")
     assert (await client.post("/chat", json=HI, headers=bearer())).status_code == 200
     assert (await client.get("/health")).json()["checks"]["ledger"]["backend"] == "off"
+
+
+# -- what the review found ----------------------------------------------------------------------------
+
+
+async def test_bad_messages_do_not_spend_quota(client: httpx.AsyncClient, configure: Any) -> None:
+    configure(DEFAULT_DAILY_REQUESTS="1")
+    for _ in range(2):
+        bad = await client.post("/chat", json={"messages": [{"role": "bogus", "content": "x"}]}, headers=bearer())
+        assert bad.status_code == 400
+    assert (await client.post("/chat", json=HI, headers=bearer())).status_code == 200
+
+
+async def test_max_output_tokens_is_applied_when_the_caller_sets_none(
+    client: httpx.AsyncClient, configure: Any, fake: FakeOpenRouter
+) -> None:
+    configure(MAX_OUTPUT_TOKENS="64")
+    await client.post("/chat", json=HI, headers=bearer())
+    await client.post("/chat", json={**HI, "max_tokens": 10}, headers=bearer())
+    assert [r.json()["max_tokens"] for r in fake.received] == [64, 10]
+
+
+class SlowLedger(BrokenLedger):
+    def __init__(self) -> None:
+        super().__init__(begin_fails=False, finish_fails=False)
+        self.begins = 0
+
+    async def begin(self, *args: Any) -> Admission:
+        self.begins += 1
+        import asyncio
+
+        await asyncio.sleep(30)
+        raise AssertionError("unreachable")
+
+
+async def test_a_hanging_ledger_is_bounded_and_then_skipped(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, fake: FakeOpenRouter
+) -> None:
+    from openrouter_service import endpoints
+
+    monkeypatch.setattr(endpoints, "LEDGER_TIMEOUT", 0.2)
+    ledger = SlowLedger()
+    install(get_runtime(), ledger)
+    first = await client.post("/chat", json=HI, headers=bearer())
+    assert first.status_code == 503
+    assert first.json()["error"]["type"] == "ledger_unavailable"
+    second = await client.post("/chat", json=HI, headers=bearer())  # the breaker answers at once
+    assert second.status_code == 503
+    assert ledger.begins == 1
+    assert fake.received == []
+
+
+class ExplodingLedger(BrokenLedger):
+    async def begin(self, *args: Any) -> Admission:
+        raise RuntimeError("supabase client could not be built")
+
+
+@pytest.mark.parametrize(("mode", "status"), [("closed", 503), ("open", 200)])
+async def test_any_ledger_failure_follows_the_failure_mode(
+    client: httpx.AsyncClient, configure: Any, mode: str, status: int
+) -> None:
+    runtime = configure(LEDGER_FAILURE_MODE=mode)
+    install(runtime, ExplodingLedger(begin_fails=True, finish_fails=False))
+    response = await client.post("/chat", json=HI, headers=bearer())
+    assert response.status_code == status
+    assert response.headers["x-request-id"]
+
+
+async def test_a_cancelled_request_releases_its_reservation_and_is_logged(
+    client: httpx.AsyncClient, fake: FakeOpenRouter
+) -> None:
+    import asyncio
+
+    fake.script({"fault": "hang"})
+    task = asyncio.create_task(client.post("/chat", json=HI, headers=bearer()))
+    for _ in range(200):
+        if fake.received:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [row] = await sqlite_ledger().rows("request_log")
+    assert (row["status"], row["outcome"]) == (499, "cancelled")
+    [day] = await sqlite_ledger().rows("usage_daily")
+    assert (day["in_flight"], day["reserved_usd"]) == (0, 0)

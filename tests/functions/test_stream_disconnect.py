@@ -17,6 +17,8 @@ import uvicorn
 
 from helpers import bearer
 from openrouter_service.fake_upstream import FakeOpenRouter
+from openrouter_service.ledger.sqlite import SQLiteLedger
+from openrouter_service.runtime import get_runtime
 from openrouter_service.server import FunctionsRouter
 
 
@@ -63,3 +65,11 @@ async def test_client_disconnect_closes_upstream(
     line = json.loads([r for r in caplog.records if r.name == "openrouter_functions.request"][-1].getMessage())
     assert line["outcome"] == "cancelled"
     assert line["status"] == 200
+    # The provider's usage never arrived, so the request is charged its reservation: hanging up early
+    # must not be a way around the daily budget.
+    ledger = get_runtime().ledger
+    assert isinstance(ledger, SQLiteLedger)
+    [row] = await ledger.rows("request_log")
+    assert (row["outcome"], row["cost_usd"]) == ("cancelled", 0.01)
+    [day] = await ledger.rows("usage_daily")
+    assert (day["requests"], day["cost_usd"], day["in_flight"], day["reserved_usd"]) == (1, 0.01, 0, 0)

@@ -23,12 +23,19 @@ __all__ = [
 NIL_USER = "00000000-0000-0000-0000-000000000000"
 
 
+_SUBJECTS = uuid.UUID("5b1f8a8e-7c1e-4a57-9d0f-6f7a0f1c2b3d")
+
+
 def ledger_user_id(user_id: str) -> str:
-    """The uuid a caller's usage is kept under (trusted server callers without one share the nil uuid)."""
+    """The uuid a caller's usage is kept under: Supabase user ids are uuids already; any other subject
+    gets a stable uuid of its own (so two such users never share limits); the service role's bare key
+    (no subject) uses the nil uuid."""
+    if user_id == "service_role":
+        return NIL_USER
     try:
         return str(uuid.UUID(user_id))
     except ValueError:
-        return NIL_USER
+        return str(uuid.uuid5(_SUBJECTS, user_id))
 
 
 class LedgerUnavailable(Exception):
@@ -88,6 +95,9 @@ class UsageRecord:
     generation_id: str | None = None
     prompt_preview: str | None = None
     response_preview: str | None = None
+    # The request ran (it was admitted, or served while the ledger was down in open mode): its usage is
+    # counted even if its reservation is gone.
+    admitted: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ session state, and server-side prepared statements are off.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,14 @@ class PostgresLedger:
         self._pool_size = pool_size
         self._timeout = connect_timeout
         self._pool: AsyncConnectionPool | None = None
+        self._opening = asyncio.Lock()
 
     async def _get_pool(self) -> AsyncConnectionPool:
-        if self._pool is None:
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:  # two first calls at once must not open two pools
+            if self._pool is not None:
+                return self._pool
             from psycopg_pool import AsyncConnectionPool
 
             pool = AsyncConnectionPool(

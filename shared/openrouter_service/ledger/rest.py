@@ -54,8 +54,8 @@ class SupabaseRestLedger:
             response = await client.rpc(function, params).execute()
         except APIError as exc:
             raise LedgerUnavailable(f"supabase rpc {function}: {exc.code} {exc.message}") from exc
-        except httpx.HTTPError as exc:
-            raise LedgerUnavailable(f"supabase rpc {function}: {exc.__class__.__name__}") from exc
+        except Exception as exc:  # transport errors, and a client that cannot be built (bad SUPABASE_URL)
+            raise LedgerUnavailable(f"supabase rpc {function}: {exc.__class__.__name__}: {exc}") from exc
         return response.data
 
     async def begin(

@@ -204,22 +204,30 @@ class SQLiteLedger:
         if cursor.rowcount == 0:
             return False
         reservation = conn.execute(
-            "select day, reserved_usd from ledger_reservations where request_id = ?", (record.request_id,)
+            "select day, reserved_usd from ledger_reservations where request_id = ? and user_id = ?",
+            (record.request_id, record.user_id),
         ).fetchone()
-        if reservation is None:
+        if reservation is not None:
+            day, amount = reservation
+            conn.execute("delete from ledger_reservations where request_id = ?", (record.request_id,))
+            released = 1
+        elif record.admitted:
+            # It ran but its reservation is gone (outlived the stale sweep, or the ledger was down at begin).
+            day, amount, released = datetime.fromtimestamp(self._clock(), UTC).date().isoformat(), 0.0, 0
+            conn.execute("insert or ignore into usage_daily (user_id, day) values (?, ?)", (record.user_id, day))
+        else:
             return True
-        day, amount = reservation
-        conn.execute("delete from ledger_reservations where request_id = ?", (record.request_id,))
         conn.execute(
             "update usage_daily set requests = requests + 1, prompt_tokens = prompt_tokens + ?, "
             "completion_tokens = completion_tokens + ?, cost_usd = round(cost_usd + ?, 8), "
-            "reserved_usd = max(round(reserved_usd - ?, 8), 0), in_flight = max(in_flight - 1, 0) "
+            "reserved_usd = max(round(reserved_usd - ?, 8), 0), in_flight = max(in_flight - ?, 0) "
             "where user_id = ? and day = ?",
             (
                 record.prompt_tokens or 0,
                 record.completion_tokens or 0,
                 record.cost_usd or 0.0,
                 amount,
+                released,
                 record.user_id,
                 day,
             ),

@@ -67,9 +67,9 @@ select is_definer('public', 'ledger_finish', array['text', 'uuid', 'jsonb'],
   'ledger_finish runs with its owner''s rights');
 select is((select proconfig from pg_catalog.pg_proc
             where oid = 'public.ledger_begin(text, uuid, text, text, numeric, integer, integer, numeric)'::regprocedure),
-          array['search_path=""'], 'ledger_begin pins an empty search_path');
+          array['search_path=""', 'lock_timeout=3s'], 'ledger_begin pins an empty search_path and a lock timeout');
 select is((select proconfig from pg_catalog.pg_proc where oid = 'public.ledger_finish(text, uuid, jsonb)'::regprocedure),
-          array['search_path=""'], 'ledger_finish pins an empty search_path');
+          array['search_path=""', 'lock_timeout=3s'], 'ledger_finish pins an empty search_path and a lock timeout');
 
 select function_privs_are('public', 'ledger_begin',
          array['text', 'uuid', 'text', 'text', 'numeric', 'integer', 'integer', 'numeric'], role,

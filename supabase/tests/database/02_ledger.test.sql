@@ -4,7 +4,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(52);
+select plan(54);
 
 -- Helpers that read like the sentences below; they live in pg_temp and vanish with the transaction.
 create function pg_temp.begin_request(
@@ -205,7 +205,7 @@ select results_eq($$ select requests, cost_usd from u6_after_first $$, $$ values
 select results_eq($$ select status, cost_usd from public.request_log where request_id = 'u6-1' $$,
                   $$ values (200, 0.01::numeric) $$, 'the first log row is kept');
 
--- Stale reservations (an instance died mid-request) are released by the user's next begin (5) -----
+-- Stale reservations (an instance died mid-request) are released by the user's next begin (7) -----
 -- user 8
 
 insert into answer select 'u8-dead', pg_temp.begin_request('u8-dead', '10000000-0000-4000-8000-000000000008', 0.03, daily_requests => 1);
@@ -224,6 +224,14 @@ select is(pg_temp.finish_request('u8-dead', '10000000-0000-4000-8000-00000000000
 select results_eq($$ select requests, in_flight, cost_usd from pg_temp.today('10000000-0000-4000-8000-000000000008') $$,
                   $$ values (0, 1, 0::numeric) $$,
                   'but it settles no usage, as its reservation no longer exists');
+select is(public.ledger_finish('u8-ran', '10000000-0000-4000-8000-000000000008', jsonb_build_object(
+            'function', 'chat', 'status', 200, 'outcome', 'ok', 'cost_usd', 0.004, 'prompt_tokens', 3,
+            'completion_tokens', 2, 'total_tokens', 5, 'admitted', true)),
+          '{"recorded": true}'::jsonb,
+          'a request the function says ran, but which holds no reservation, is logged');
+select results_eq($$ select requests, in_flight, cost_usd from pg_temp.today('10000000-0000-4000-8000-000000000008') $$,
+                  $$ values (1, 1, 0.004::numeric) $$,
+                  'and counted on today (it outlived the stale sweep, or ran while ledger_begin was failing)');
 
 -- A repeated begin does not reserve twice (4) -------------------------------------------------------
 -- user 9
