@@ -51,7 +51,7 @@ class Runtime:
     _probe_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _ledger: Ledger | None = None
     _ledger_built: bool = False
-    sleep: Any = asyncio.sleep
+    sleep: Any = asyncio.sleep  # every wait (upstream retries, ledger backoff): injectable for tests
     # Breaker: after a ledger failure, calls fail fast for a few seconds instead of each waiting out
     # a timeout (a ledger outage must not add seconds to every request).
     ledger_down_until: float = 0.0
@@ -125,6 +125,7 @@ class Runtime:
             default_system_prompt=s.default_system_prompt,
             app_url=s.openrouter_app_url,
             app_title=s.openrouter_app_title,
+            sleep=self.sleep,
         )
 
     @property

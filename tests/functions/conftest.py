@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from helpers import JWT_SECRET, ROOT, UPSTREAM_KEY, Sleeps
-from openrouter_service import OpenRouterService
 from openrouter_service.config import Settings
 from openrouter_service.fake_upstream import FakeOpenRouter
 from openrouter_service.runtime import Runtime, reset_runtime
@@ -53,17 +52,6 @@ async def configure(fake: FakeOpenRouter, sleeps: Sleeps, tmp_path: Path) -> Asy
         runtime = reset_runtime(Settings.from_env(values))
         assert runtime is not None
         runtime.sleep = sleeps
-        settings = runtime.settings
-        if settings.openrouter_api_key_value():
-            runtime._service = OpenRouterService(
-                settings.openrouter_api_key_value(),
-                settings.openrouter_model,
-                base_url=settings.openrouter_base_url,
-                max_retries=settings.openrouter_max_retries,
-                timeout=settings.openrouter_timeout,
-                default_system_prompt=settings.default_system_prompt,
-                sleep=sleeps,
-            )
         runtimes.append(runtime)
         return runtime
 
