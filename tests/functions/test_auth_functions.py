@@ -5,28 +5,21 @@ is a 500, ES256 through a JWKS served on 127.0.0.1 end to end, anonymous users, 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
-import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
 
 from helpers import bearer, mint
+from jwks_support import JWKS_PATH, JwksServer, ec_jwk, es256, free_port, hs256_with, payload_of, public_pem, segment
 from openrouter_service.fake_upstream import FakeOpenRouter
 from openrouter_service.runtime import Runtime
 
 Configure = Callable[..., Runtime]
 
-JWKS_PATH = "/auth/v1/.well-known/jwks.json"
 KID = "ec-fn-key-1"
 ORIGIN = "https://app.example.com"
 BODIES: dict[str, dict[str, Any]] = {
@@ -38,71 +31,7 @@ ENDPOINTS = list(BODIES)
 NO_LEDGER = {"LEDGER_BACKEND": "off"}
 
 
-# -- tokens and a JWKS endpoint -------------------------------------------------------------------------
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def segment(obj: dict[str, Any]) -> str:
-    return b64url(json.dumps(obj, separators=(",", ":")).encode())
-
-
-def hs256_with(secret: bytes, header: dict[str, Any], **claims: Any) -> str:
-    signing_input = f"{segment(header)}.{mint(**claims).split('.')[1]}"
-    return f"{signing_input}.{b64url(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class JwksServer:
-    """A Supabase-like JWKS endpoint on 127.0.0.1; counts requests and records their paths."""
-
-    def __init__(self, keys: list[dict[str, Any]], port: int = 0) -> None:
-        self.keys = keys
-        self.port = port
-        self.paths: list[str] = []
-        self._server: asyncio.Server | None = None
-
-    @property
-    def supabase_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-            await server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(2):
-                request_line = await reader.readline()
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
-                parts = request_line.decode("latin-1").split()
-                path = parts[1] if len(parts) > 1 else ""
-                self.paths.append(path)
-                status, body = (200, json.dumps({"keys": self.keys}).encode()) if path == JWKS_PATH else (404, b"{}")
-                head = (
-                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                )
-                writer.write(head.encode() + body)
-                await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+# -- a JWKS endpoint and requests -----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -112,17 +41,10 @@ def ec_key() -> ec.EllipticCurvePrivateKey:
 
 @pytest.fixture
 async def jwks(ec_key: ec.EllipticCurvePrivateKey) -> AsyncIterator[JwksServer]:
-    jwk = ECAlgorithm.to_jwk(ec_key.public_key(), as_dict=True)
-    assert isinstance(jwk, dict)
-    server = JwksServer([{**jwk, "kid": KID, "alg": "ES256", "use": "sig"}])
+    server = JwksServer([ec_jwk(ec_key, KID)])
     await server.start()
     yield server
-    await server.stop()
-
-
-def es256(key: ec.EllipticCurvePrivateKey, server: JwksServer, kid: str = KID, **claims: Any) -> str:
-    claims.setdefault("iss", f"{server.supabase_url}/auth/v1")
-    return mint(key, algorithm="ES256", headers={"kid": kid}, **claims)  # type: ignore[arg-type]
+    await server.aclose()
 
 
 async def post(client: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -167,7 +89,7 @@ REFUSALS: dict[str, tuple[Callable[[], dict[str, str]], str]] = {
     "missing sub": (lambda: bearer(mint(sub=None)), "invalid_token"),
     "role anon": (lambda: bearer(mint(role="anon")), "invalid_token"),
     "other secret": (lambda: bearer(mint("another-secret-that-is-at-least-32-characters!")), "invalid_token"),
-    "alg none": (lambda: bearer(f"{segment({'alg': 'none'})}.{mint().split('.')[1]}."), "invalid_token"),
+    "alg none": (lambda: bearer(f"{segment({'alg': 'none'})}.{payload_of()}."), "invalid_token"),
 }
 
 
@@ -269,10 +191,10 @@ async def test_es256_via_jwks_end_to_end(
     ec_key: ec.EllipticCurvePrivateKey,
 ) -> None:
     configure(**NO_LEDGER, SUPABASE_JWT_SECRET=None, SUPABASE_URL=jwks.supabase_url)
-    response = await post(client, "/chat", bearer(es256(ec_key, jwks)))
+    response = await post(client, "/chat", bearer(es256(ec_key, KID, iss=jwks.issuer)))
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == "Echo: hi"
-    response = await post(client, "/completion", bearer(es256(ec_key, jwks)))
+    response = await post(client, "/completion", bearer(es256(ec_key, KID, iss=jwks.issuer)))
     assert response.status_code == 200, response.text
     assert jwks.paths == [JWKS_PATH]  # fetched once, then cached by the runtime's verifier
     assert len(fake.received) == 2
@@ -288,16 +210,15 @@ async def test_jwks_refusals(
     path: str,
 ) -> None:
     configure(**NO_LEDGER, SUPABASE_JWT_SECRET=None, SUPABASE_URL=jwks.supabase_url)
-    pem = ec_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     stranger = ec.generate_private_key(ec.SECP256R1())
     now = int(time.time())
     for token, expected in [
-        (es256(ec_key, jwks, iss="https://other-project.supabase.co/auth/v1"), "invalid_token"),
-        (es256(ec_key, jwks, iat=now - 7200, exp=now - 3600), "token_expired"),
-        (es256(stranger, jwks), "invalid_token"),  # known kid, wrong key
-        (es256(stranger, jwks, kid="unpublished"), "invalid_token"),
-        (hs256_with(pem, {"alg": "HS256", "kid": KID}, iss=f"{jwks.supabase_url}/auth/v1"), "invalid_token"),
-        (mint(iss=f"{jwks.supabase_url}/auth/v1"), "invalid_token"),  # HS256 with no secret configured
+        (es256(ec_key, KID, iss="https://other-project.supabase.co/auth/v1"), "invalid_token"),
+        (es256(ec_key, KID, iss=jwks.issuer, iat=now - 7200, exp=now - 3600), "token_expired"),
+        (es256(stranger, KID, iss=jwks.issuer), "invalid_token"),  # known kid, wrong key
+        (es256(stranger, "unpublished", iss=jwks.issuer), "invalid_token"),
+        (hs256_with(public_pem(ec_key), {"alg": "HS256", "kid": KID}, payload_of(iss=jwks.issuer)), "invalid_token"),
+        (mint(iss=jwks.issuer), "invalid_token"),  # HS256 with no secret configured
     ]:
         refusal(await post(client, path, bearer(token)), 401, expected)
     assert fake.received == []
@@ -311,11 +232,10 @@ async def test_hs256_signed_with_public_key_refused_with_secret_and_jwks(
     ec_key: ec.EllipticCurvePrivateKey,
 ) -> None:
     configure(**NO_LEDGER, SUPABASE_URL=jwks.supabase_url)  # the secret stays configured too
-    pem = ec_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    token = hs256_with(pem, {"alg": "HS256", "kid": KID}, iss=f"{jwks.supabase_url}/auth/v1")
+    token = hs256_with(public_pem(ec_key), {"alg": "HS256", "kid": KID}, payload_of(iss=jwks.issuer))
     refusal(await post(client, "/chat", bearer(token)), 401, "invalid_token")
     assert fake.received == []
-    response = await post(client, "/chat", bearer(mint(iss=f"{jwks.supabase_url}/auth/v1")))
+    response = await post(client, "/chat", bearer(mint(iss=jwks.issuer)))
     assert response.status_code == 200, response.text
 
 
@@ -325,7 +245,7 @@ async def test_jwks_down_is_503_not_401(
     down = JwksServer([], port=free_port())  # never started
     configure(**NO_LEDGER, SUPABASE_JWT_SECRET=None, SUPABASE_URL=down.supabase_url)
     for path in ENDPOINTS:
-        response = await post(client, path, bearer(es256(ec_key, down)))
+        response = await post(client, path, bearer(es256(ec_key, KID, iss=down.issuer)))
         refusal(response, 503, "auth_unavailable")
         assert int(response.headers["retry-after"]) >= 1
     assert fake.received == []
