@@ -220,6 +220,105 @@ async def overhead(upstream: str, target: str, ledger: str, rounds: int, calls: 
     }
 
 
+async def in_memory(rounds: int, calls: int) -> dict[str, Any]:
+    """The same requests with no sockets at all: the functions over ASGITransport and OpenRouter as an
+    httpx.MockTransport. Isolates what our own code costs from the kernel and the HTTP stacks."""
+    import json
+
+    from openrouter_service import OpenRouterService
+    from openrouter_service.config import Settings
+    from openrouter_service.runtime import reset_runtime
+    from openrouter_service.server import FunctionsRouter, build_app
+
+    reply = json.dumps(
+        {
+            "id": "gen-1",
+            "object": "chat.completion",
+            "model": "openai/gpt-4o",
+            "provider": "Fake",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hello!"}}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14, "cost": 0.00004},
+        }
+    ).encode()
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=reply, headers={"content-type": "application/json"})
+
+    import functions_framework
+
+    router = build_app(ROOT / "functions")
+    router.apps["noop"] = functions_framework.create_app("noop", str(ROOT / "bench" / "noop_function" / "main.py"))
+    assert isinstance(router, FunctionsRouter)
+    auth = {"Authorization": f"Bearer {token()}"}
+    body = {"messages": MESSAGES}
+    samples = {name: Samples() for name in ("noop", "client", "chat_off", "chat_sqlite")}
+    with tempfile.TemporaryDirectory() as folder:
+        runtimes = {}
+        for ledger in ("off", "sqlite"):
+            runtime = reset_runtime(
+                Settings.from_env(
+                    {
+                        "OPENROUTER_API_KEY": API_KEY,
+                        "SUPABASE_JWT_SECRET": SECRET,
+                        "LEDGER_BACKEND": ledger,
+                        "LEDGER_SQLITE_PATH": str(Path(folder) / "ledger.sqlite3"),
+                    }
+                )
+            )
+            assert runtime is not None
+            runtime._service = OpenRouterService(
+                API_KEY, http_client=httpx.AsyncClient(transport=httpx.MockTransport(upstream))
+            )
+            runtimes[ledger] = runtime
+        service = OpenRouterService(API_KEY, http_client=httpx.AsyncClient(transport=httpx.MockTransport(upstream)))
+        import openrouter_service.runtime as runtime_module
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://in.memory") as http:
+
+            async def noop() -> None:
+                await http.post("/noop", json=body, headers=auth)
+
+            async def client() -> None:
+                await service.chat_completion(MESSAGES)
+
+            def chat(ledger: str) -> Any:
+                async def call() -> None:
+                    runtime_module._RUNTIME = runtimes[ledger]
+                    response = await http.post("/chat", json=body, headers=auth)
+                    assert response.status_code == 200, response.text
+
+                return call
+
+            calls_by_name = {"noop": noop, "client": client, "chat_off": chat("off"), "chat_sqlite": chat("sqlite")}
+            for call in calls_by_name.values():
+                for _ in range(30):
+                    await call()
+            for r in range(rounds):
+                names = list(calls_by_name)
+                for name in names if r % 2 == 0 else names[::-1]:
+                    start = time.perf_counter()
+                    for _ in range(calls):
+                        await calls_by_name[name]()
+                    samples[name].add((time.perf_counter() - start) / calls * 1e6)
+        for runtime in runtimes.values():
+            await runtime.aclose()
+    reset_runtime()
+    ours = {
+        ledger: statistics.median(
+            c - n - u
+            for c, n, u in zip(
+                samples[f"chat_{ledger}"].values, samples["noop"].values, samples["client"].values, strict=True
+            )
+        )
+        for ledger in ("off", "sqlite")
+    }
+    return {
+        **{name: s.as_dict("us/call") for name, s in samples.items()},
+        "ours_us_ledger_off": round(ours["off"], 1),
+        "ours_us_ledger_sqlite": round(ours["sqlite"], 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -238,6 +337,7 @@ def main() -> None:
                 "median": round(statistics.median(times), 3),
                 "all": [round(t, 3) for t in times],
             }
+        results["in_memory"] = asyncio.run(in_memory(rounds, calls))
         for target, ledger in (("noop", "off"), ("chat", "off"), ("chat", "sqlite")):
             results[f"overhead[{target},ledger={ledger}]"] = asyncio.run(
                 overhead(fake.url, target, ledger, rounds, calls)
@@ -274,6 +374,20 @@ def main() -> None:
                 "ok" if ours <= 500 else "MISSED (target 500 us)",
             ]
         )
+    memory = results["in_memory"]
+    for ledger in ("off", "sqlite"):
+        ours = memory[f"ours_us_ledger_{ledger}"]
+        rows.append(
+            [
+                f"in memory: our pipeline per chat call, ledger={ledger}",
+                f"{ours:.0f} us",
+                "ok" if ours <= 500 else "MISSED (target 500 us)",
+            ]
+        )
+    rows.append(
+        ["in memory: upstream client call (httpx, mock transport)", f"{memory['client']['median']:.0f} us", "-"]
+    )
+    rows.append(["in memory: noop function over ASGI", f"{memory['noop']['median']:.0f} us", "-"])
     print_table(["measure", "value", "target"], rows)
     print(f"\nresults: {write_results('function_overhead' + ('.quick' if args.quick else ''), results)}")
 
