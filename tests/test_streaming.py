@@ -200,3 +200,13 @@ async def test_a_finished_stream_is_not_failed_by_what_follows_done(
     assert len(chunks) == 4
     assert stream.completed
     assert stream.usage == USAGE
+
+
+async def test_exhausted_rate_limit_before_the_stream_says_when_to_retry(make_service: Build) -> None:
+    busy = json_response(429, {"error": {"code": 429, "message": "Rate limit exceeded"}})
+    service, seen = make_service(lambda r: busy, max_retries=1)
+    with pytest.raises(OpenRouterRateLimitError) as info:
+        [c async for c in service.stream_chat_completion(USER)]
+    assert (info.value.status_code, info.value.attempts) == (503, 2)
+    assert info.value.retry_after is not None
+    assert len(seen) == 2

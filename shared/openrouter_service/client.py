@@ -377,6 +377,23 @@ class OpenRouterService:
             raise error
         await self._sleep(delay)
 
+    async def _retry_or_raise(
+        self, error: OpenRouterError, status: int, headers: Mapping[str, str], attempt: int
+    ) -> None:
+        """Return after waiting when attempt ``attempt`` may be retried; otherwise raise ``error`` with
+        ``attempts`` and, where waiting helps, ``retry_after`` filled in."""
+        error.attempts = attempt
+        retry_status = error.upstream_status or status
+        if self.retry_policy.should_retry(attempt, status=retry_status):
+            await self._handle_rate_limit(error, headers, attempt)
+            return
+        hint = server_wait_hint(headers)
+        if hint is not None:
+            error.retry_after = hint
+        elif error.status_code in (429, 503) or is_retryable_status(retry_status):
+            error.retry_after = self.retry_policy.backoff(attempt, rand=lambda: 0.0)
+        raise error
+
     async def _post_with_retry(self, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
         """POST ``payload`` to ``/chat/completions`` with retries: (the validated body, attempts made)."""
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
@@ -412,17 +429,7 @@ class OpenRouterService:
                     return self._validate_response(data, attempt), attempt
             else:
                 error = error_from_upstream(status, data)
-            error.attempts = attempt
-            retry_status = error.upstream_status or status
-            if policy.should_retry(attempt, status=retry_status):
-                await self._handle_rate_limit(error, response.headers, attempt)
-                continue
-            hint = server_wait_hint(response.headers)
-            if hint is not None:
-                error.retry_after = hint
-            elif error.status_code in (429, 503) or is_retryable_status(retry_status):
-                error.retry_after = policy.backoff(attempt, rand=lambda: 0.0)
-            raise error
+            await self._retry_or_raise(error, status, response.headers, attempt)
 
     def _validate_response(self, data: dict[str, Any], attempts: int = 0) -> dict[str, Any]:
         """Check that a 200 body is a usable completion; clear errors instead of ``KeyError``."""
@@ -647,14 +654,7 @@ class ChatStream:
                     )
             else:
                 error = error_from_upstream(response.status_code, data)
-            error.attempts = self.attempts
-            if policy.should_retry(self.attempts, status=error.upstream_status or response.status_code):
-                await service._handle_rate_limit(error, response.headers, self.attempts)
-                continue
-            hint = server_wait_hint(response.headers)
-            if hint is not None:
-                error.retry_after = hint
-            raise error
+            await service._retry_or_raise(error, response.status_code, response.headers, self.attempts)
 
     async def _run(self) -> AsyncIterator[dict[str, Any] | SSEComment]:
         service = self._service

@@ -220,7 +220,7 @@ def get_runtime() -> Runtime:
     return _RUNTIME
 
 
-def reset_runtime(settings: Settings | None = None, **_: Any) -> Runtime | None:
+def reset_runtime(settings: Settings | None = None) -> Runtime | None:
     """Forget the current runtime (tests, or after the environment changed); optionally install one."""
     global _RUNTIME
     _RUNTIME = Runtime(settings) if settings is not None else None
