@@ -56,7 +56,7 @@ AsyncCall = Callable[[], Awaitable[Any]]
 
 
 class FakeServerProcess:
-    """``with FakeServerProcess() as server:`` runs ``openrouter_service.cli fake-upstream --port 0``.
+    """``with FakeServerProcess() as server:`` runs ``openrouter_devtools.cli fake-upstream --port 0``.
 
     The URL is read from the line the server prints, then ``GET /api/v1/models`` is polled until it
     answers 200.  ``cpu`` pins the server process to that core (Linux only; ignored elsewhere).
@@ -70,7 +70,7 @@ class FakeServerProcess:
         self._control: httpx.Client | None = None
 
     def __enter__(self) -> FakeServerProcess:
-        cmd = [sys.executable, "-m", "openrouter_service.cli", "fake-upstream", "--host", "127.0.0.1", "--port", "0"]
+        cmd = [sys.executable, "-m", "openrouter_devtools.cli", "fake-upstream", "--host", "127.0.0.1", "--port", "0"]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
             if self.cpu is not None and hasattr(os, "sched_setaffinity"):

@@ -61,7 +61,7 @@ from _common import (
     write_results,
 )
 from openrouter_service import OpenRouterService
-from openrouter_service.fake_upstream import FakeOpenRouter
+from openrouter_devtools.fake_upstream import FakeOpenRouter
 from openrouter_service.transport import default_transport
 
 OURS = "ours"

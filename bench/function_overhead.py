@@ -89,7 +89,7 @@ def spawn(kind: str, port: int, env: dict[str, str], target: str = "chat") -> su
             str(port),
         ]
     else:
-        argv = [sys.executable, "-m", "openrouter_service.cli", "serve", "--port", str(port)]
+        argv = [sys.executable, "-m", "openrouter_devtools.cli", "serve", "--port", str(port)]
     return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -226,9 +226,9 @@ async def in_memory(rounds: int, calls: int) -> dict[str, Any]:
     import json
 
     from openrouter_service import OpenRouterService
-    from openrouter_service.config import Settings
-    from openrouter_service.runtime import reset_runtime
-    from openrouter_service.server import FunctionsRouter, build_app
+    from openrouter_functions.config import Settings
+    from openrouter_functions.runtime import reset_runtime
+    from openrouter_devtools.serve import FunctionsRouter, build_app
 
     reply = json.dumps(
         {
@@ -271,7 +271,7 @@ async def in_memory(rounds: int, calls: int) -> dict[str, Any]:
             )
             runtimes[ledger] = runtime
         service = OpenRouterService(API_KEY, http_client=httpx.AsyncClient(transport=httpx.MockTransport(upstream)))
-        import openrouter_service.runtime as runtime_module
+        import openrouter_functions.runtime as runtime_module
 
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://in.memory") as http:
 

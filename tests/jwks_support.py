@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from helpers import mint
-from openrouter_service.auth import TokenVerifier
+from openrouter_functions.auth import TokenVerifier
 
 JWKS_PATH = "/auth/v1/.well-known/jwks.json"
 EC_KID = "ec-key-1"

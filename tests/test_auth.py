@@ -36,9 +36,9 @@ from jwks_support import (
     rsa_jwk,
     segment,
 )
-from openrouter_service import auth as auth_module
-from openrouter_service.auth import AuthError, Caller, TokenVerifier
-from openrouter_service.envelope import ApiError
+from openrouter_functions import auth as auth_module
+from openrouter_functions.auth import AuthError, Caller, TokenVerifier
+from openrouter_functions.envelope import ApiError
 
 ISSUER = "http://127.0.0.1:54321/auth/v1"
 
@@ -552,7 +552,7 @@ async def test_verifier_with_shared_http_client(jwks: JwksServer, ec_key: ec.Ell
 
 async def test_no_credentials_challenge_carries_no_error_code() -> None:
     """RFC 6750 §3.1: a request without credentials gets a bare challenge; a bad token gets invalid_token."""
-    from openrouter_service.auth import AuthError, TokenVerifier
+    from openrouter_functions.auth import AuthError, TokenVerifier
 
     verifier = TokenVerifier(jwt_secret=JWT_SECRET)
     with pytest.raises(AuthError) as missing:
@@ -567,7 +567,7 @@ async def test_verified_tokens_are_reused_until_ttl(monkeypatch: pytest.MonkeyPa
     """A browser sends one token for many calls: its signature is checked once per VERIFIED_TTL."""
     import jwt as pyjwt
 
-    from openrouter_service.auth import VERIFIED_TTL, TokenVerifier
+    from openrouter_functions.auth import VERIFIED_TTL, TokenVerifier
 
     calls = []
     real_decode = pyjwt.decode

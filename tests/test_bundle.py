@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from helpers import JWT_SECRET, ROOT, UPSTREAM_KEY, bearer
-from openrouter_service.bundle import build_bundle
-from openrouter_service.fake_upstream import FakeOpenRouter
+from openrouter_devtools.bundle import build_bundle
+from openrouter_devtools.fake_upstream import FakeOpenRouter
 
 MARK = "0.1.0+bundled-copy"
 

@@ -22,7 +22,7 @@ from openrouter_service import (
     OpenRouterTimeoutError,
     SSEComment,
 )
-from openrouter_service.fake_upstream import FakeOpenRouter
+from openrouter_devtools.fake_upstream import FakeOpenRouter
 
 USER = [{"role": "user", "content": "Say hello to the world"}]
 

@@ -1,4 +1,4 @@
-"""Tests for the fake OpenRouter server (openrouter_service.fake_upstream), all on 127.0.0.1."""
+"""Tests for the fake OpenRouter server (openrouter_devtools.fake_upstream), all on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import httpx
 import jsonschema
 import pytest
 
-from openrouter_service.fake_upstream import (
+from openrouter_devtools.fake_upstream import (
     MODELS,
     FakeOpenRouter,
     ReceivedRequest,
@@ -710,7 +710,7 @@ async def test_cli_main_subprocess() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "import sys; from openrouter_service.fake_upstream import main; sys.exit(main(sys.argv[1:]))",
+        "import sys; from openrouter_devtools.fake_upstream import main; sys.exit(main(sys.argv[1:]))",
         "--port",
         "0",
         "--api-key",

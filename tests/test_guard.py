@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from openrouter_service.guard import scan_messages, scan_text
+from openrouter_functions.guard import scan_messages, scan_text
 
 
 @pytest.mark.parametrize(

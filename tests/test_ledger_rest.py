@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from openrouter_service.ledger import LedgerUnavailable, Limits, UsageRecord
-from openrouter_service.ledger.rest import SupabaseRestLedger
+from openrouter_functions.ledger import LedgerUnavailable, Limits, UsageRecord
+from openrouter_functions.ledger.rest import SupabaseRestLedger
 
 URL = "https://abcdefghijklmnop.supabase.co"
 KEY = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.c2lnbmF0dXJl"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from openrouter_service.ledger import Limits, UsageRecord
-from openrouter_service.ledger.sqlite import SQLiteLedger
+from openrouter_functions.ledger import Limits, UsageRecord
+from openrouter_functions.ledger.sqlite import SQLiteLedger
 
 USER = "6f1c9c1e-2f6a-4c55-9a53-0d3d2b0f7a11"
 OTHER = "0b7f3a52-8f43-4a0e-9a3c-2a4cbb7d5e01"
@@ -151,7 +151,7 @@ async def test_concurrent_begins_never_overspend(ledger: SQLiteLedger) -> None:
 
 
 async def test_unwritable_path_is_ledger_unavailable(tmp_path: Path) -> None:
-    from openrouter_service.ledger import LedgerUnavailable
+    from openrouter_functions.ledger import LedgerUnavailable
 
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -4,7 +4,7 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from openrouter_service.endpoints import health_endpoint
+from openrouter_functions.endpoints import health_endpoint
 
 
 @functions_framework.aio.http

@@ -30,12 +30,11 @@ from .messages import (
 )
 from .redact import mask_secrets, preview
 from .retry import RetryPolicy, is_retryable_status, server_wait_hint
+from .settings import DEFAULT_BASE_URL, DEFAULT_MODEL
 from .sse import DONE, SSEComment, SSEData, iter_sse
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "ChatStream", "Completion", "OpenRouterService"]
 
-DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
-DEFAULT_MODEL = "openai/gpt-4o"
 
 logger = logging.getLogger("openrouter_service")
 
@@ -155,21 +154,10 @@ class OpenRouterService:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> OpenRouterService:
-        """Build a service from ``OPENROUTER_*`` environment variables (``overrides`` win)."""
-        from .config import Settings
+        """Build a service from ``OPENROUTER_*`` and ``DEFAULT_SYSTEM_PROMPT`` (``overrides`` win)."""
+        from .settings import ClientSettings
 
-        settings = Settings.from_env(env)
-        kwargs: dict[str, Any] = {
-            "model_name": settings.openrouter_model,
-            "base_url": settings.openrouter_base_url,
-            "timeout": settings.openrouter_timeout,
-            "max_retries": settings.openrouter_max_retries,
-            "app_url": settings.openrouter_app_url,
-            "app_title": settings.openrouter_app_title,
-        }
-        kwargs.update(overrides)
-        api_key = kwargs.pop("api_key", settings.openrouter_api_key_value())
-        return cls(api_key, **kwargs)
+        return ClientSettings.from_env(env).build_service(**overrides)
 
     @property
     def model_name(self) -> str:

@@ -84,7 +84,7 @@ def functions_env(upstream_port: int, ledger_dir: Path) -> dict[str, str]:
 
 def cli(*args: str) -> list[str]:
     """``openrouter-functions <args>`` through the interpreter running the tests."""
-    return [sys.executable, "-m", "openrouter_service.cli", *args]
+    return [sys.executable, "-m", "openrouter_devtools.cli", *args]
 
 
 class Process:

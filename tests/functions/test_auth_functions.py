@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from helpers import bearer, mint
 from jwks_support import JWKS_PATH, JwksServer, ec_jwk, es256, free_port, hs256_with, payload_of, public_pem, segment
-from openrouter_service.fake_upstream import FakeOpenRouter
-from openrouter_service.runtime import Runtime
+from openrouter_devtools.fake_upstream import FakeOpenRouter
+from openrouter_functions.runtime import Runtime
 
 Configure = Callable[..., Runtime]
 

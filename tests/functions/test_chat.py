@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from helpers import bearer
-from openrouter_service.fake_upstream import FakeOpenRouter
-from openrouter_service.metrics import METRICS
+from openrouter_devtools.fake_upstream import FakeOpenRouter
+from openrouter_functions.metrics import METRICS
 
 HI = {"messages": [{"role": "user", "content": "Hello there"}]}
 
@@ -253,7 +253,7 @@ async def test_missing_openrouter_key_is_a_configuration_error(client: httpx.Asy
 async def test_unexpected_exception_is_a_500_envelope(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from openrouter_service import endpoints
+    from openrouter_functions import endpoints
 
     def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("bug with secret sk-or-v1-abcdef")

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from helpers import bearer
-from openrouter_service.fake_upstream import FakeOpenRouter
+from openrouter_devtools.fake_upstream import FakeOpenRouter
 
 PERSON = {
     "type": "json_schema",

@@ -9,11 +9,11 @@ import httpx
 import pytest
 
 from helpers import USER_ID, bearer
-from openrouter_service.fake_upstream import FakeOpenRouter
-from openrouter_service.ledger import Admission, LedgerUnavailable, Limits, UsageRecord
-from openrouter_service.ledger.sqlite import SQLiteLedger
-from openrouter_service.metrics import METRICS
-from openrouter_service.runtime import Runtime, get_runtime
+from openrouter_devtools.fake_upstream import FakeOpenRouter
+from openrouter_functions.ledger import Admission, LedgerUnavailable, Limits, UsageRecord
+from openrouter_functions.ledger.sqlite import SQLiteLedger
+from openrouter_functions.metrics import METRICS
+from openrouter_functions.runtime import Runtime, get_runtime
 
 HI = {"messages": [{"role": "user", "content": "Hello there"}]}
 
@@ -240,7 +240,7 @@ class SlowLedger(BrokenLedger):
 async def test_a_hanging_ledger_is_bounded_and_then_skipped(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, fake: FakeOpenRouter
 ) -> None:
-    from openrouter_service import endpoints
+    from openrouter_functions import endpoints
 
     monkeypatch.setattr(endpoints, "LEDGER_TIMEOUT", 0.2)
     ledger = SlowLedger()

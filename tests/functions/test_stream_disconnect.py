@@ -16,10 +16,10 @@ import pytest
 import uvicorn
 
 from helpers import bearer
-from openrouter_service.fake_upstream import FakeOpenRouter
-from openrouter_service.ledger.sqlite import SQLiteLedger
-from openrouter_service.runtime import get_runtime
-from openrouter_service.server import FunctionsRouter
+from openrouter_devtools.fake_upstream import FakeOpenRouter
+from openrouter_functions.ledger.sqlite import SQLiteLedger
+from openrouter_functions.runtime import get_runtime
+from openrouter_devtools.serve import FunctionsRouter
 
 
 @pytest.fixture

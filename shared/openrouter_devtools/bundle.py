@@ -31,7 +31,9 @@ RUNTIME_REQUIREMENTS = (
     "supabase",
 )
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_SHARED = Path(__file__).resolve().parents[1]
+# What a deployed function runs: the client and the functions layer, never these developer tools.
+SHIPPED_PACKAGES = ("openrouter_service", "openrouter_functions")
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
 
 
@@ -64,6 +66,7 @@ def build_bundle(function: str, out: Path, functions_dir: Path) -> Path:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     shutil.copy2(source, out / "main.py")
-    shutil.copytree(_PACKAGE_DIR, out / _PACKAGE_DIR.name, ignore=_SKIP)
+    for package in SHIPPED_PACKAGES:
+        shutil.copytree(_SHARED / package, out / package, ignore=_SKIP)
     (out / "requirements.txt").write_text(pinned_requirements())
     return out

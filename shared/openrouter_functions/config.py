@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
+
+from openrouter_service.settings import ClientSettings
 
 __all__ = ["Settings"]
 
 CsvList = Annotated[tuple[str, ...], NoDecode]
 
 
-class Settings(BaseSettings):
-    """Every environment variable the product reads; secrets are ``SecretStr`` so they never print."""
-
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True, frozen=True)
-
-    # OpenRouter
-    openrouter_api_key: SecretStr | None = None
-    openrouter_base_url: str = "https://openrouter.ai/api/v1"
-    openrouter_model: str = "openai/gpt-4o"
-    openrouter_timeout: float = Field(default=30.0, gt=0)
-    openrouter_max_retries: int = Field(default=3, ge=0, le=10)
-    openrouter_app_url: str | None = None
-    openrouter_app_title: str | None = "OpenRouter Functions"
-    default_system_prompt: str | None = None
+class Settings(ClientSettings):
+    """Every environment variable the product reads (the client's own, plus the functions');
+    secrets are ``SecretStr`` so they never print."""
 
     # Supabase auth
     supabase_url: str | None = None
@@ -72,32 +62,18 @@ class Settings(BaseSettings):
         "database_url",
         "supabase_jwt_secret",
         "supabase_service_role_key",
-        "openrouter_api_key",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("supabase_url", "supabase_jwks_url", "openrouter_app_url", mode="before")
+    @field_validator("supabase_url", "supabase_jwks_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
             return None
         return value.rstrip("/") if isinstance(value, str) else value
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Settings from ``env`` when given (tests), else from the process environment."""
-        if env is None:
-            return cls()
-        fields = set(cls.model_fields)
-        values = {k.lower(): v for k, v in env.items() if k.lower() in fields}
-        return cls.model_validate(values)
-
-    def openrouter_api_key_value(self) -> str | None:
-        """The OpenRouter key in clear, for the one place that sends it."""
-        return self.openrouter_api_key.get_secret_value() if self.openrouter_api_key else None
 
     @property
     def jwks_url(self) -> str | None:

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 
 from .auth import TokenVerifier
-from .client import OpenRouterService
+from openrouter_service.client import OpenRouterService
 from .config import Settings
 from .envelope import ApiError
-from .errors import OpenRouterConfigError
+from openrouter_service.errors import OpenRouterConfigError
 from .ledger import Ledger, Limits
 
 __all__ = ["Runtime", "UpstreamProbe", "get_runtime", "reset_runtime"]
@@ -115,18 +115,7 @@ class Runtime:
         return self._service
 
     def _build_service(self) -> OpenRouterService:
-        s = self.settings
-        return OpenRouterService(
-            s.openrouter_api_key_value(),
-            s.openrouter_model,
-            base_url=s.openrouter_base_url,
-            timeout=s.openrouter_timeout,
-            max_retries=s.openrouter_max_retries,
-            default_system_prompt=s.default_system_prompt,
-            app_url=s.openrouter_app_url,
-            app_title=s.openrouter_app_title,
-            sleep=self.sleep,
-        )
+        return self.settings.build_service(sleep=self.sleep)
 
     @property
     def verifier(self) -> TokenVerifier:

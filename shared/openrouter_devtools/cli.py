@@ -35,13 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         from pathlib import Path
 
         from .bundle import build_bundle
-        from .server import find_functions_dir
+        from .serve import find_functions_dir
 
         folder = build_bundle(args.function, Path(args.out), find_functions_dir(args.functions_dir))
         print(f"bundled {args.function} into {folder}")
         return 0
     if args.command == "serve":
-        from .server import serve
+        from .serve import serve
 
         return serve(args.host, args.port, args.functions_dir)
     if args.command == "fake-upstream":

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from .errors import OpenRouterError
+from openrouter_service.errors import OpenRouterError
 
 __all__ = ["ApiError", "error_body", "error_from_exception", "error_response", "json_response"]
 

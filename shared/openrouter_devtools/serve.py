@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from .metrics import METRICS
+from openrouter_functions.metrics import METRICS
 
 __all__ = ["FUNCTIONS", "FunctionsRouter", "build_app", "find_functions_dir", "mint_dev_token", "serve"]
 
@@ -46,7 +46,7 @@ class FunctionsRouter:
             return
         app = self.apps.get(name)
         if app is None:
-            from .envelope import ApiError, error_response
+            from openrouter_functions.envelope import ApiError, error_response
 
             known = ", ".join(f"/{n}" for n in self.apps)
             response = error_response(ApiError(404, "not_found", f"No function here; try {known}."))
@@ -65,7 +65,7 @@ class FunctionsRouter:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                from .runtime import _RUNTIME
+                from openrouter_functions.runtime import _RUNTIME
 
                 if _RUNTIME is not None:
                     await _RUNTIME.aclose()
@@ -161,7 +161,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, functions_dir: str | None =
 def _run(folder: Path, host: str, port: int) -> int:
     import uvicorn
 
-    from .runtime import reset_runtime
+    from openrouter_functions.runtime import reset_runtime
 
     reset_runtime()
     app = build_app(folder)

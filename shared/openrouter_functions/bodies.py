@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
 from .envelope import ApiError
-from .messages import ACCEPTED_PARAMETERS, check_model_params
+from openrouter_service.messages import ACCEPTED_PARAMETERS, check_model_params
 
 __all__ = ["ChatRequest", "CompletionRequest", "parse_chat", "parse_completion", "read_json"]
 

@@ -1,0 +1,79 @@
+"""The client's configuration from the environment, and the one way to build a client from it.
+
+The functions' own settings extend :class:`ClientSettings`, so a deployed function and a script calling
+``OpenRouterService.from_env()`` read the same variables the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Self
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from .client import OpenRouterService
+
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "ClientSettings"]
+
+DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+# The seed's default `openrouter/azure/gpt-4o` is not a real OpenRouter id.
+DEFAULT_MODEL = "openai/gpt-4o"
+
+
+class ClientSettings(BaseSettings):
+    """``OPENROUTER_*`` and ``DEFAULT_SYSTEM_PROMPT``; the key is a ``SecretStr`` so it never prints."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True, frozen=True)
+
+    openrouter_api_key: SecretStr | None = None
+    openrouter_base_url: str = DEFAULT_BASE_URL
+    openrouter_model: str = DEFAULT_MODEL
+    openrouter_timeout: float = Field(default=30.0, gt=0)
+    openrouter_max_retries: int = Field(default=3, ge=0, le=10)
+    openrouter_app_url: str | None = None
+    openrouter_app_title: str | None = "OpenRouter Functions"
+    default_system_prompt: str | None = None
+
+    @field_validator("openrouter_api_key", mode="before")
+    @classmethod
+    def _blank_key_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("openrouter_app_url", mode="before")
+    @classmethod
+    def _blank_url_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.rstrip("/") if isinstance(value, str) else value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        """Settings from ``env`` when given (tests), else from the process environment."""
+        if env is None:
+            return cls()
+        fields = set(cls.model_fields)
+        values = {k.lower(): v for k, v in env.items() if k.lower() in fields}
+        return cls.model_validate(values)
+
+    def openrouter_api_key_value(self) -> str | None:
+        """The OpenRouter key in clear, for the one place that sends it."""
+        return self.openrouter_api_key.get_secret_value() if self.openrouter_api_key else None
+
+    def build_service(self, **overrides: Any) -> OpenRouterService:
+        """An :class:`OpenRouterService` configured from these settings (``overrides`` win)."""
+        from .client import OpenRouterService
+
+        kwargs: dict[str, Any] = {
+            "model_name": self.openrouter_model,
+            "base_url": self.openrouter_base_url,
+            "timeout": self.openrouter_timeout,
+            "max_retries": self.openrouter_max_retries,
+            "default_system_prompt": self.default_system_prompt,
+            "app_url": self.openrouter_app_url,
+            "app_title": self.openrouter_app_title,
+        }
+        kwargs.update(overrides)
+        api_key = kwargs.pop("api_key", self.openrouter_api_key_value())
+        return OpenRouterService(api_key, **kwargs)
