@@ -60,8 +60,8 @@ from _common import (
     time_sequential,
     write_results,
 )
-from openrouter_service import OpenRouterService
 from openrouter_devtools.fake_upstream import FakeOpenRouter
+from openrouter_service import OpenRouterService
 from openrouter_service.transport import default_transport
 
 OURS = "ours"

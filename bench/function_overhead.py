@@ -225,10 +225,10 @@ async def in_memory(rounds: int, calls: int) -> dict[str, Any]:
     httpx.MockTransport. Isolates what our own code costs from the kernel and the HTTP stacks."""
     import json
 
-    from openrouter_service import OpenRouterService
+    from openrouter_devtools.serve import FunctionsRouter, build_app
     from openrouter_functions.config import Settings
     from openrouter_functions.runtime import reset_runtime
-    from openrouter_devtools.serve import FunctionsRouter, build_app
+    from openrouter_service import OpenRouterService
 
     reply = json.dumps(
         {

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from helpers import Sleeps
+from openrouter_devtools.fake_upstream import FakeOpenRouter
 from openrouter_service import (
     OpenRouterAuthError,
     OpenRouterBadRequestError,
@@ -22,7 +23,6 @@ from openrouter_service import (
     OpenRouterTimeoutError,
     SSEComment,
 )
-from openrouter_devtools.fake_upstream import FakeOpenRouter
 
 USER = [{"role": "user", "content": "Say hello to the world"}]
 

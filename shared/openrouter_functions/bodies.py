@@ -9,8 +9,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
-from .envelope import ApiError
 from openrouter_service.messages import ACCEPTED_PARAMETERS, check_model_params
+
+from .envelope import ApiError
 
 __all__ = ["ChatRequest", "CompletionRequest", "parse_chat", "parse_completion", "read_json"]
 

@@ -21,18 +21,19 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from openrouter_service import __version__ as VERSION
-from .bodies import parse_chat, parse_completion, read_json
 from openrouter_service.client import ChatStream, Completion
+from openrouter_service.errors import OpenRouterError
+from openrouter_service.messages import normalize_model
+from openrouter_service.redact import preview
+from openrouter_service.sse import SSEComment
+
+from .bodies import parse_chat, parse_completion, read_json
 from .cors import cors_headers, preflight_headers
 from .envelope import ApiError, error_from_exception, error_response, json_response
-from openrouter_service.errors import OpenRouterError
 from .guard import scan_messages
 from .ledger import Admission, Ledger, LedgerUnavailable, Limits, UsageRecord, ledger_user_id
-from openrouter_service.messages import normalize_model
 from .metrics import METRICS
-from openrouter_service.redact import preview
 from .runtime import Runtime, get_runtime
-from openrouter_service.sse import SSEComment
 
 __all__ = ["chat_endpoint", "completion_endpoint", "health_endpoint"]
 

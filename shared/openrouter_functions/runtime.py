@@ -16,11 +16,12 @@ from typing import Any
 
 import httpx
 
-from .auth import TokenVerifier
 from openrouter_service.client import OpenRouterService
+from openrouter_service.errors import OpenRouterConfigError
+
+from .auth import TokenVerifier
 from .config import Settings
 from .envelope import ApiError
-from openrouter_service.errors import OpenRouterConfigError
 from .ledger import Ledger, Limits
 
 __all__ = ["Runtime", "UpstreamProbe", "get_runtime", "reset_runtime"]

@@ -11,12 +11,12 @@ import httpx
 import pytest
 
 from helpers import JWT_SECRET, ROOT, UPSTREAM_KEY, bearer, mint
-from openrouter_functions.config import Settings
 from openrouter_devtools.fake_upstream import FakeOpenRouter
+from openrouter_devtools.serve import build_app
+from openrouter_functions.config import Settings
 from openrouter_functions.ledger import LedgerUnavailable, Limits, UsageRecord
 from openrouter_functions.ledger.postgres import PostgresLedger
 from openrouter_functions.runtime import reset_runtime
-from openrouter_devtools.serve import build_app
 from pgcluster import PgCluster
 
 

@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from helpers import JWT_SECRET, ROOT, UPSTREAM_KEY, Sleeps
-from openrouter_functions.config import Settings
 from openrouter_devtools.fake_upstream import FakeOpenRouter
-from openrouter_functions.runtime import Runtime, reset_runtime
 from openrouter_devtools.serve import FunctionsRouter, build_app
+from openrouter_functions.config import Settings
+from openrouter_functions.runtime import Runtime, reset_runtime
 
 
 @pytest.fixture(scope="session")

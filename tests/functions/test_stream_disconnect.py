@@ -17,9 +17,9 @@ import uvicorn
 
 from helpers import bearer
 from openrouter_devtools.fake_upstream import FakeOpenRouter
+from openrouter_devtools.serve import FunctionsRouter
 from openrouter_functions.ledger.sqlite import SQLiteLedger
 from openrouter_functions.runtime import get_runtime
-from openrouter_devtools.serve import FunctionsRouter
 
 
 @pytest.fixture
