@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -9,7 +11,7 @@ from pydantic_settings import NoDecode
 
 from openrouter_service.settings import ClientSettings
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "on_cloud_runtime"]
 
 CsvList = Annotated[tuple[str, ...], NoDecode]
 
@@ -104,3 +106,12 @@ class Settings(ClientSettings):
     def auth_configured(self) -> bool:
         """Whether any way of verifying access tokens is configured."""
         return bool(self.supabase_jwt_secret) or self.jwks_url is not None
+
+
+def on_cloud_runtime(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process runs on Cloud Run / Cloud Functions gen2 (both set ``K_SERVICE``).
+
+    ``FUNCTION_TARGET`` is no such signal: functions-framework sets it itself when it loads a function,
+    locally too.
+    """
+    return bool((os.environ if env is None else env).get("K_SERVICE"))

@@ -20,11 +20,11 @@ from openrouter_service.client import OpenRouterService
 from openrouter_service.errors import OpenRouterConfigError
 
 from .auth import TokenVerifier
-from .config import Settings
+from .config import Settings, on_cloud_runtime
 from .envelope import ApiError
 from .ledger import Ledger, Limits
 
-__all__ = ["Runtime", "UpstreamProbe", "get_runtime", "reset_runtime"]
+__all__ = ["Runtime", "UpstreamProbe", "close_runtime", "get_runtime", "reset_runtime"]
 
 LEDGER_BREAKER_SECONDS = 5.0
 
@@ -137,10 +137,7 @@ class Runtime:
             problems.append("OPENROUTER_API_KEY is not set")
         if not self.settings.auth_configured:
             problems.append("no token verification configured (SUPABASE_JWT_SECRET or SUPABASE_URL)")
-        # K_SERVICE is set by Cloud Run and Cloud Functions gen2 (FUNCTION_TARGET is not a signal: the
-        # framework itself sets it locally).
-        on_cloud = bool(os.environ.get("K_SERVICE"))
-        if on_cloud and self.settings.resolved_ledger_backend == "sqlite":
+        if on_cloud_runtime() and self.settings.resolved_ledger_backend == "sqlite":
             problems.append(
                 "the ledger is the embedded SQLite file on a cloud runtime (usage would be per instance and lost): "
                 "set DATABASE_URL or SUPABASE_URL+SUPABASE_SERVICE_ROLE_KEY, or LEDGER_BACKEND=off"
@@ -215,3 +212,11 @@ def reset_runtime(settings: Settings | None = None) -> Runtime | None:
     global _RUNTIME
     _RUNTIME = Runtime(settings) if settings is not None else None
     return _RUNTIME
+
+
+async def close_runtime() -> None:
+    """Close this instance's pooled connections (server shutdown); the next request builds anew."""
+    global _RUNTIME
+    runtime, _RUNTIME = _RUNTIME, None
+    if runtime is not None:
+        await runtime.aclose()
