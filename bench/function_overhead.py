@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,9 @@ from _common import (
     FakeServerProcess,
     Samples,
     environment,
+    free_port,
     print_table,
+    stop_process,
     write_results,
 )
 
@@ -51,12 +52,6 @@ def token() -> str:
     now = int(time.time())
     claims = {"sub": USER, "aud": "authenticated", "role": "authenticated", "iat": now, "exp": now + 3600}
     return jwt.encode(claims, SECRET, algorithm="HS256")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def function_env(upstream: str, ledger: str, ledger_dir: str) -> dict[str, str]:
@@ -119,15 +114,6 @@ def tree_cpu_seconds(root: int) -> float:
     return sum(times.get(pid, 0.0) for pid in family)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
 def cold_start(kind: str, upstream: str, ledger_dir: str) -> float:
     """Seconds from spawn to the first answered chat call."""
     port = free_port()
@@ -151,7 +137,7 @@ def cold_start(kind: str, upstream: str, ledger_dir: str) -> float:
                 return time.perf_counter() - started
         raise SystemExit(f"{kind} did not answer within 30 s")
     finally:
-        stop(process)
+        stop_process(process)
 
 
 def import_time() -> float:
@@ -210,7 +196,7 @@ async def overhead(upstream: str, target: str, ledger: str, rounds: int, calls: 
                         if call is call_through:
                             cpu += tree_cpu_seconds(process.pid) - before
         finally:
-            stop(process)
+            stop_process(process)
     added = statistics.median(y - x for x, y in zip(a.values, b.values, strict=True))
     return {
         "direct_us": a.as_dict("us/call"),

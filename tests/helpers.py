@@ -1,8 +1,9 @@
-"""Helpers shared by test modules: tokens and constants."""
+"""Helpers shared by test modules: tokens, constants, canned upstream bodies and free loopback ports."""
 
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_KEY = "sk-or-v1-test-upstream-key"
 JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 USER_ID = "6f1c9c1e-2f6a-4c55-9a53-0d3d2b0f7a11"
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (another process may still take it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
 
 
 def mint(

@@ -9,7 +9,6 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
 import ssl
 from typing import Any
 
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from helpers import free_port as free_port  # re-exported: the auth tests import it from here
 from helpers import mint
 from openrouter_functions.auth import TokenVerifier
 
@@ -78,12 +78,6 @@ def rsa_jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
 
 
 # -- a JWKS endpoint --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class JwksServer:

@@ -14,7 +14,6 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -22,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
+
+from helpers import free_port
 
 __all__ = ["ROOT", "PgCluster", "PgUnavailable", "find_bindir", "sql_files"]
 
@@ -71,13 +72,6 @@ def _scratch_dir() -> str:
         if os.access(shm, os.W_OK) and stat.f_bavail * stat.f_frsize >= 1 << 30:
             return shm
     return tempfile.gettempdir()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _with_database(url: str, database: str) -> str:
@@ -190,7 +184,7 @@ class PgCluster:
         }
         last_error = ""
         for _ in range(5):  # the port is free when picked, but another process may take it first
-            self.port = _free_port()
+            self.port = free_port()
             options = " ".join(f"-c {k}={v}" for k, v in {**settings, "port": str(self.port)}.items())
             result = self._run_as_owner(
                 [

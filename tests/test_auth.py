@@ -38,7 +38,9 @@ from jwks_support import (
 )
 from openrouter_functions import auth as auth_module
 from openrouter_functions.auth import AuthError, Caller, TokenVerifier
+from openrouter_functions.config import Settings
 from openrouter_functions.envelope import ApiError
+from openrouter_functions.runtime import Runtime
 
 ISSUER = "http://127.0.0.1:54321/auth/v1"
 
@@ -233,12 +235,14 @@ async def test_issuer_not_checked_when_not_configured() -> None:
 
 
 async def test_no_configuration_is_a_500_not_a_pass() -> None:
-    verifier = TokenVerifier()
-    assert not verifier.configured
+    runtime = Runtime(Settings.from_env({}))
     with pytest.raises(ApiError) as caught:
-        await verify(verifier, mint())
+        await runtime.authenticate(f"Bearer {mint()}")
     assert caught.value.status == 500
     assert caught.value.type == "configuration_error"
+    with pytest.raises(AuthError) as missing:  # no credentials at all is still the caller's 401
+        await runtime.authenticate(None)
+    assert missing.value.type == "missing_token"
 
 
 # -- anonymous users and the service role -------------------------------------------------------------

@@ -2,29 +2,33 @@
 
 The bundle is started by a bare functions-framework process in its own working directory with the
 project's source tree *off* the import path (``python -S`` and an explicit PYTHONPATH of the bundle and
-the third-party packages only), and the bundle's copy of the core is marked so the answer proves
-which copy ran.
+the third-party packages only), and the bundle's copy of the client is marked so the answer proves
+which copy ran. It holds the two runtime packages and nothing of the developer tools.
 """
 
 from __future__ import annotations
 
 import os
-import socket
+import re
 import subprocess
 import sys
 import sysconfig
-import time
+import tomllib
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import httpx
 import pytest
 
-from helpers import JWT_SECRET, ROOT, UPSTREAM_KEY, bearer
+from helpers import HOST, JWT_SECRET, ROOT, UPSTREAM_KEY, bearer, free_port
 from openrouter_devtools.bundle import build_bundle
 from openrouter_devtools.fake_upstream import FakeOpenRouter
+from procs import Process
 
 MARK = "0.1.0+bundled-copy"
+# Names only the developer tools define: none may appear anywhere in a bundle.
+DEVTOOLS_NAMES = ("openrouter_devtools", "fake_upstream", "FakeOpenRouter", "build_bundle", "FunctionsRouter")
 
 
 @pytest.fixture(scope="module")
@@ -33,22 +37,54 @@ def upstream() -> Iterator[FakeOpenRouter]:
         yield fake
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def declared_requirements_pinned() -> list[str]:
+    """pyproject.toml's runtime dependencies, each pinned to the version installed here."""
+    pinned = []
+    for requirement in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        head, _, marker = requirement.partition(";")
+        match = re.match(r"([A-Za-z0-9._-]+)(\[[^\]]*\])?", head.strip())
+        assert match, requirement
+        name, extras = match.group(1), match.group(2) or ""
+        marker = marker.strip().replace("'", '"')  # metadata writes markers with double quotes
+        pinned.append(f"{name}{extras}=={metadata.version(name)}" + (f"; {marker}" if marker else ""))
+    return pinned
 
 
 def test_bundle_layout(tmp_path: Path) -> None:
     out = build_bundle("completion", tmp_path / "completion", ROOT / "functions")
     assert (out / "main.py").read_text() == (ROOT / "functions" / "completion" / "main.py").read_text()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "main.py",
+        "openrouter_functions",
+        "openrouter_service",
+        "requirements.txt",
+    ]
     assert (out / "openrouter_service" / "client.py").is_file()
+    assert (out / "openrouter_functions" / "endpoints.py").is_file()
     assert not list(out.rglob("__pycache__"))
-    requirements = (out / "requirements.txt").read_text().splitlines()[1:]
-    names = {line.split("==")[0] for line in requirements}
-    assert {"functions-framework", "httpx", "pydantic", "jsonschema", "PyJWT"} <= names
-    assert all("==" in line for line in requirements)
-    assert not names & {"pytest", "ruff", "mypy", "openai"}
+
+
+def test_requirements_are_pyproject_runtime_dependencies_pinned(tmp_path: Path) -> None:
+    out = build_bundle("chat", tmp_path / "chat", ROOT / "functions")
+    comment, *requirements = (out / "requirements.txt").read_text().splitlines()
+    assert comment.startswith("#")
+    assert requirements == declared_requirements_pinned()
+    assert f"PyJWT[crypto]=={metadata.version('PyJWT')}" in requirements
+    assert f"psycopg[binary]=={metadata.version('psycopg')}" in requirements
+    assert f'uvloop=={metadata.version("uvloop")}; sys_platform != "win32"' in requirements
+    names = {re.split(r"[\[=]", line)[0] for line in requirements}
+    assert not names & {"pytest", "pytest-asyncio", "ruff", "mypy", "openai"}, "dev tools are not runtime dependencies"
+
+
+def test_bundle_holds_no_developer_tools(tmp_path: Path) -> None:
+    out = build_bundle("chat", tmp_path / "chat", ROOT / "functions")
+    assert not (out / "openrouter_devtools").exists()
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"main.py", "requirements.txt", "client.py", "endpoints.py"}
+    offending = sorted(
+        f"{p.relative_to(out)}: {name}" for p in files for name in DEVTOOLS_NAMES if name in p.read_text()
+    )
+    assert offending == []
 
 
 def test_bundle_refuses_unknown_function(tmp_path: Path) -> None:
@@ -61,7 +97,6 @@ def test_bundle_runs_alone_under_functions_framework(tmp_path: Path, upstream: F
     out = build_bundle(function, tmp_path / function, ROOT / "functions")
     init = out / "openrouter_service" / "__init__.py"
     init.write_text(init.read_text().replace('__version__ = "0.1.0"', f'__version__ = "{MARK}"'))
-    port = free_port()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
@@ -71,33 +106,15 @@ def test_bundle_runs_alone_under_functions_framework(tmp_path: Path, upstream: F
         "SUPABASE_JWT_SECRET": JWT_SECRET,
         "LEDGER_BACKEND": "off",
     }
-    argv = [
-        sys.executable,
-        "-S",
-        "-m",
-        "functions_framework",
-        "--target",
-        function,
-        "--source",
-        "main.py",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    process = subprocess.Popen(argv, cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    port = free_port()
+    argv = [sys.executable, "-S", "-m", "functions_framework", "--target", function, "--source", "main.py"]
+    argv += ["--host", HOST, "--port", str(port)]
+    upstream.reset()
+    process = Process(f"bundled {function}", argv, env, port, cwd=out)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(base, timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    output = process.stdout.read().decode() if process.stdout else ""
-                    pytest.fail(f"bundle did not start: {output[-2000:]}")
-                time.sleep(0.1)
+        # Any answer at the root means it is up: health answers GET, the others refuse it.
+        process.wait_ready("/", timeout=20, accept=(200, 405))
+        base = process.base_url
         if function == "health":
             response = httpx.get(base, timeout=5)
             assert response.status_code == 200
@@ -109,28 +126,21 @@ def test_bundle_runs_alone_under_functions_framework(tmp_path: Path, upstream: F
                 timeout=5,
                 json={"messages": [{"role": "user", "content": "from the bundle"}]},
             )
-            assert response.status_code == 200
+            assert response.status_code == 200, response.text
             assert response.json()["choices"][0]["message"]["content"] == "Echo: from the bundle"
+            # ...and it came from this test's fake upstream, with the configured key.
+            [sent] = [r for r in upstream.received if r.path.endswith("/chat/completions")]
+            assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+            assert sent.json()["messages"][-1] == {"role": "user", "content": "from the bundle"}
         else:
             response = httpx.post(base, headers=bearer(), json={"prompt": "bundled"}, timeout=5)
             assert response.status_code == 200
             assert response.json()["text"] == "Echo: bundled"
-        probe = subprocess.run(
-            [sys.executable, "-S", "-c", "import openrouter_service as m; print(m.__file__, m.__version__)"],
-            cwd=out,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        assert probe.stdout.split() == [str(init), MARK]
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        if process.stdout:
-            process.stdout.close()
+        process.stop()
+    probe = "import openrouter_service as m; print(m.__file__, m.__version__); import openrouter_devtools"
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", probe], cwd=out, env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.stdout.split() == [str(init), MARK]
+    assert "No module named 'openrouter_devtools'" in result.stderr, "the developer tools are out of reach"

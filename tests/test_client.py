@@ -148,7 +148,7 @@ async def test_bad_messages_fail_before_any_request_naming_message_and_field(
     service, seen = make_service(lambda r: json_response(200, completion_body()))
     with pytest.raises(OpenRouterValidationError, match=where) as info:
         await service.chat_completion(messages)
-    assert info.value.status_code == 400
+    assert (info.value.upstream_status, info.value.attempts) == (None, 0)
     assert seen == []
 
 
@@ -262,23 +262,18 @@ async def test_wait_longer_than_cap_fails_at_once_with_retry_after(make_service:
     with pytest.raises(OpenRouterRateLimitError) as info:
         await service.chat_completion(USER)
     assert info.value.retry_after == 3600.0
-    assert info.value.status_code == 503
+    assert (info.value.upstream_status, info.value.attempts) == (429, 1)
     assert sleeps == [] and len(seen) == 1
 
 
-async def test_exhausted_429_becomes_503_rate_limited(make_service: Build, sleeps: Sleeps) -> None:
+async def test_exhausted_429_is_a_rate_limit_error_saying_when_to_retry(make_service: Build, sleeps: Sleeps) -> None:
     busy = json_response(429, {"error": {"code": 429, "message": "Rate limit exceeded"}})
     service, seen = make_service(lambda r: busy, max_retries=2)
     with pytest.raises(OpenRouterRateLimitError) as info:
         await service.chat_completion(USER)
     error = info.value
-    assert (error.status_code, error.type, error.attempts, error.upstream_status) == (
-        503,
-        "upstream_rate_limited",
-        3,
-        429,
-    )
-    assert error.retry_after is not None and error.retry_after > 0
+    assert (error.attempts, error.upstream_status) == (3, 429)
+    assert error.retry_after == 2.0  # our backoff after attempt 3, without jitter: 0.5 * 2**2
     assert len(seen) == 3 and len(sleeps) == 2
 
 
@@ -298,17 +293,17 @@ async def test_connect_errors_are_retried_then_reported(make_service: Build, sle
     with pytest.raises(OpenRouterConnectionError) as info:
         await service.chat_completion(USER)
     assert info.value.attempts == 3 and len(sleeps) == 2
-    assert info.value.status_code == 502
+    assert (info.value.upstream_status, info.value.retry_after) == (None, 1.0)
 
 
-async def test_connect_timeouts_are_retried_then_reported_as_504(make_service: Build) -> None:
+async def test_connect_timeouts_are_retried_then_reported_as_timeouts(make_service: Build) -> None:
     def unreachable(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectTimeout("timed out", request=request)
 
     service, _ = make_service(unreachable, max_retries=1)
-    with pytest.raises(OpenRouterTimeoutError) as info:
+    with pytest.raises(OpenRouterTimeoutError, match="did not answer within 30 s") as info:
         await service.chat_completion(USER)
-    assert (info.value.status_code, info.value.type, info.value.attempts) == (504, "upstream_timeout", 2)
+    assert (info.value.attempts, info.value.retry_after) == (2, 1.0)
 
 
 async def test_read_timeout_is_not_retried_so_nothing_is_billed_twice(make_service: Build) -> None:
@@ -320,6 +315,18 @@ async def test_read_timeout_is_not_retried_so_nothing_is_billed_twice(make_servi
         await service.chat_completion(USER)
     assert info.value.attempts == 1
     assert len(seen) == 1
+
+
+async def test_handle_rate_limit_sleeps_a_short_wait_and_raises_on_a_long_one(
+    make_service: Build, sleeps: Sleeps
+) -> None:
+    service, _ = make_service(lambda r: json_response(200, completion_body()))
+    error = OpenRouterRateLimitError("busy", upstream_status=429)
+    await service._handle_rate_limit(error, httpx.Headers({"Retry-After": "2"}), 1)
+    assert sleeps == [2.0]
+    with pytest.raises(OpenRouterRateLimitError) as info:
+        await service._handle_rate_limit(error, httpx.Headers({"Retry-After": "3600"}), 2)
+    assert (info.value.retry_after, info.value.attempts, sleeps) == (3600.0, 2, [2.0])
 
 
 # -- OpenRouter's quirks ----------------------------------------------------------------------------
@@ -363,7 +370,7 @@ async def test_non_json_body_is_a_clear_error(make_service: Build) -> None:
     service, _ = make_service(lambda r: httpx.Response(200, content=b"<html>oops</html>"))
     with pytest.raises(OpenRouterResponseError, match="not JSON") as info:
         await service.chat_completion(USER)
-    assert info.value.status_code == 502
+    assert (info.value.upstream_status, info.value.attempts, info.value.retry_after) == (200, 1, None)
 
 
 async def test_non_json_error_body_still_maps_by_status(make_service: Build) -> None:
@@ -373,22 +380,23 @@ async def test_non_json_error_body_still_maps_by_status(make_service: Build) -> 
 
 
 @pytest.mark.parametrize(
-    ("status", "cls", "answer", "kind"),
+    ("status", "cls", "retry_after"),
     [
-        (401, OpenRouterAuthError, 502, "upstream_auth"),
-        (402, OpenRouterCreditsError, 503, "upstream_credits"),
-        (400, OpenRouterBadRequestError, 400, "bad_request"),
+        (401, OpenRouterAuthError, None),
+        (402, OpenRouterCreditsError, 0.5),  # credits can be topped up: waiting helps
+        (400, OpenRouterBadRequestError, None),
     ],
 )
 async def test_status_mapping_protects_the_caller(
-    make_service: Build, status: int, cls: type[OpenRouterError], answer: int, kind: str
+    make_service: Build, status: int, cls: type[OpenRouterError], retry_after: float | None
 ) -> None:
     service, _ = make_service(
         lambda r: json_response(status, {"error": {"code": status, "message": "User not found."}})
     )
     with pytest.raises(cls) as info:
         await service.chat_completion(USER)
-    assert (info.value.status_code, info.value.type, info.value.upstream_status) == (answer, kind, status)
+    assert type(info.value) is cls
+    assert (info.value.upstream_status, info.value.attempts, info.value.retry_after) == (status, 1, retry_after)
     if status in (401, 402):
         assert "User not found" not in info.value.message  # our account's trouble is not the caller's business
 
@@ -401,7 +409,7 @@ async def test_moderation_carries_reasons(make_service: Build) -> None:
     with pytest.raises(OpenRouterModerationError) as info:
         await service.chat_completion(USER)
     assert info.value.metadata["reasons"] == ["violence"]
-    assert info.value.status_code == 403
+    assert info.value.upstream_status == 403
 
 
 async def test_context_length_is_its_own_error(make_service: Build) -> None:
@@ -409,7 +417,8 @@ async def test_context_length_is_its_own_error(make_service: Build) -> None:
     service, _ = make_service(lambda r: json_response(400, body))
     with pytest.raises(OpenRouterContextLengthError) as info:
         await service.chat_completion(USER)
-    assert info.value.type == "context_length_exceeded"
+    assert isinstance(info.value, OpenRouterBadRequestError)
+    assert info.value.upstream_status == 400
 
 
 async def test_string_error_code_is_accepted(make_service: Build) -> None:
@@ -471,6 +480,19 @@ async def test_schema_error_carries_every_violation_and_raw_content(make_service
     assert paths == {"$", "$.age"}
     assert len(error.violations) == 3  # missing name, extra property, wrong type
     assert error.usage is not None and error.usage["total_tokens"] == 28
+    assert error.attempts == 2  # the first answer and the re-ask
+
+
+async def test_a_reask_runs_in_the_same_attempt_loop(make_service: Build, sleeps: Sleeps) -> None:
+    service, seen = make_service(
+        [
+            json_response(200, completion_body("not json")),
+            json_response(503, {"error": {"code": 503, "message": "no provider"}}, {"Retry-After": "2"}),
+            json_response(200, completion_body('{"a": 1}')),
+        ]
+    )
+    completion = await service.complete(USER, response_format={"type": "json_object"})
+    assert (completion.parsed, completion.attempts, sleeps, len(seen)) == ({"a": 1}, 3, [2.0], 3)
 
 
 async def test_schema_retries_zero_raises_on_first_violation(make_service: Build) -> None:
@@ -497,12 +519,12 @@ async def test_one_structured_log_line_per_call_without_secrets(
     service, _ = make_service(lambda r: json_response(200, completion_body("x" * 2000)))
     caplog.set_level(logging.INFO, logger="openrouter_service")
     await service.chat_completion([{"role": "user", "content": "my key is sk-or-v1-testkey0123456789 " + "y" * 900}])
-    lines = [json.loads(r.getMessage()) for r in caplog.records]
-    assert len(lines) == 1
-    line = lines[0]
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(logging.INFO, "openrouter.call")]
+    line = caplog.records[0].json_fields
     assert line["status"] == 200 and line["attempts"] == 1 and line["model"] == "openai/gpt-4o"
+    assert (line["served_by"], line["generation_id"]) == ("openai/gpt-4o", "gen-1-abc")
     assert len(line["prompt_preview"]) <= 512 and len(line["response_preview"]) <= 512
-    assert "sk-or-v1" not in caplog.text
+    assert "sk-or-v1" not in json.dumps(line)
 
 
 async def test_error_log_line_is_masked(make_service: Build, caplog: pytest.LogCaptureFixture) -> None:
@@ -511,9 +533,12 @@ async def test_error_log_line_is_masked(make_service: Build, caplog: pytest.LogC
     caplog.set_level(logging.INFO, logger="openrouter_service")
     with pytest.raises(OpenRouterBadRequestError):
         await service.chat_completion(USER)
-    line = json.loads(caplog.records[-1].getMessage())
-    assert line["upstream_status"] == 400 and line["type"] == "bad_request"
-    assert "eyJ" not in caplog.text
+    record = caplog.records[-1]
+    assert (record.levelno, record.getMessage()) == (logging.WARNING, "openrouter.error")
+    line = record.json_fields
+    assert (line["upstream_status"], line["error"], line["attempts"]) == (400, "OpenRouterBadRequestError", 1)
+    assert line["error_message"].startswith("bad key Bearer ***")
+    assert "eyJ" not in json.dumps(line)
 
 
 def test_mask_secrets_removes_keys_tokens_and_jwts() -> None:

@@ -80,7 +80,7 @@ async def test_wrong_key_is_a_server_side_error(fake: FakeOpenRouter) -> None:
     async with OpenRouterService("sk-or-v1-wrong", base_url=fake.url) as service:
         with pytest.raises(OpenRouterAuthError) as info:
             await service.chat_completion(USER)
-    assert info.value.status_code == 502 and len(fake.received) == 1
+    assert (info.value.upstream_status, info.value.retry_after) == (401, None) and len(fake.received) == 1
 
 
 async def test_unknown_model_is_a_bad_request(service: OpenRouterService) -> None:
@@ -95,7 +95,7 @@ async def test_hanging_upstream_times_out_without_a_second_billed_attempt(fake: 
     ) as service:
         with pytest.raises(OpenRouterTimeoutError) as info:
             await service.chat_completion(USER)
-    assert info.value.attempts == 1 and info.value.status_code == 504
+    assert (info.value.attempts, info.value.retry_after) == (1, 1.0)
     assert len(fake.received) == 1
 
 

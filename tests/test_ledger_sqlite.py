@@ -1,18 +1,45 @@
-"""The embedded SQLite ledger: the same contract as the SQL functions (docs/ledger.md)."""
+"""What only the SQLite ledger has: a file, its schema version, an injectable clock, and local helpers.
+
+The ledger's rules are tested once for every backend in tests/db/test_ledger_contract.py.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from openrouter_functions.ledger import Limits, UsageRecord
-from openrouter_functions.ledger.sqlite import SQLiteLedger
+from openrouter_functions.ledger import Admission, LedgerUnavailable, Limits, UsageRecord
+from openrouter_functions.ledger.sqlite import SCHEMA_VERSION, SQLiteLedger
 
 USER = "6f1c9c1e-2f6a-4c55-9a53-0d3d2b0f7a11"
 OTHER = "0b7f3a52-8f43-4a0e-9a3c-2a4cbb7d5e01"
 NOON = 1_795_780_800.0  # 2026-11-27T12:00:00Z
+
+# The layout files had before the schema was versioned (user_version 0).
+UNVERSIONED_SCHEMA = """
+create table request_log (
+  request_id text primary key, user_id text not null, function text not null, model text,
+  status integer not null, error_type text, outcome text, latency_ms real, attempts integer,
+  prompt_tokens integer, completion_tokens integer, total_tokens integer, cost_usd real,
+  generation_id text, prompt_preview text, response_preview text, created_at text not null);
+create table usage_daily (
+  user_id text not null, day text not null, requests integer not null default 0,
+  prompt_tokens integer not null default 0, completion_tokens integer not null default 0,
+  cost_usd real not null default 0, reserved_usd real not null default 0, in_flight integer not null default 0,
+  primary key (user_id, day));
+create table user_limits (user_id text primary key, rpm integer, daily_requests integer, daily_cost_usd real, updated_at text);
+create table rate_windows (
+  user_id text not null, window_start integer not null, count integer not null default 0,
+  primary key (user_id, window_start));
+create table ledger_reservations (
+  request_id text primary key, user_id text not null, day text not null, reserved_usd real not null,
+  created_at real not null);
+insert into usage_daily (user_id, day, requests, in_flight) values ('6f1c9c1e-2f6a-4c55-9a53-0d3d2b0f7a11', '2026-11-27', 3, 1);
+insert into rate_windows values ('6f1c9c1e-2f6a-4c55-9a53-0d3d2b0f7a11', 1795780800, 5);
+"""
 
 
 class Clock:
@@ -23,150 +50,124 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def columns(path: Path, table: str) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return [row[1] for row in conn.execute(f"pragma table_info({table})")]
 
 
-@pytest.fixture
-async def ledger(tmp_path: Path, clock: Clock) -> SQLiteLedger:
-    return SQLiteLedger(tmp_path / "ledger.sqlite3", clock=clock)
+def user_version(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        version: int = conn.execute("pragma user_version").fetchone()[0]
+        return version
 
 
-def record(request_id: str, *, cost: float = 0.002, user: str = USER, status: int = 200) -> UsageRecord:
-    return UsageRecord(
-        request_id,
-        user,
-        "chat",
-        "openai/gpt-4o",
-        status=status,
-        attempts=1,
-        prompt_tokens=10,
-        completion_tokens=5,
-        total_tokens=15,
-        cost_usd=cost,
-        prompt_preview="hi",
+async def test_the_clock_is_what_now_is_in_the_sql_functions(tmp_path: Path) -> None:
+    clock = Clock(NOON + 15.25)
+    ledger = SQLiteLedger(tmp_path / "ledger.sqlite3", clock=clock)
+
+    assert await ledger.begin("r1", USER, 0.01, Limits(rpm=1)) == Admission(True, reserved_usd=0.01)
+    assert await ledger.begin("r2", USER, 0.01, Limits(rpm=1)) == Admission(False, "rate_limited", "rpm", 45)
+    clock.now = NOON + 12 * 3600 - 30  # 23:59:30
+    assert await ledger.begin("r3", OTHER, 0, Limits(daily_requests=0)) == Admission(
+        False, "quota_exceeded", "daily_requests", 30
     )
 
-
-async def test_admit_then_settle_from_reported_usage(ledger: SQLiteLedger) -> None:
-    admission = await ledger.begin("r1", USER, "chat", "openai/gpt-4o", 0.01, Limits(daily_cost_usd=1.0))
-    assert admission.admitted
-    assert admission.reserved_usd == 0.01
-    [day] = await ledger.rows("usage_daily")
-    assert (day["in_flight"], day["reserved_usd"], day["requests"]) == (1, 0.01, 0)
-    assert await ledger.finish(record("r1", cost=0.0031))
-    [day] = await ledger.rows("usage_daily")
-    assert (day["in_flight"], day["reserved_usd"], day["requests"], day["cost_usd"]) == (0, 0.0, 1, 0.0031)
-    assert (day["prompt_tokens"], day["completion_tokens"]) == (10, 5)
-    [row] = await ledger.rows("request_log")
-    assert row["status"] == 200
-    assert row["prompt_preview"] == "hi"
+    [reservation] = await ledger.rows("ledger_reservations")
+    assert (reservation["day"], reservation["created_at"]) == ("2026-11-27", "2026-11-27T12:00:15.250Z")
+    assert await ledger.rows("rate_windows") == [
+        {"user_id": USER, "window_start": "2026-11-27T12:00:00.000Z", "requests": 1}
+    ]
+    assert await ledger.finish(UsageRecord("r1", USER, "chat", admitted=True))
+    [logged] = await ledger.rows("request_log")
+    assert logged["created_at"] == "2026-11-27T23:59:30.000Z"
+    await ledger.aclose()
 
 
-async def test_finish_is_idempotent(ledger: SQLiteLedger) -> None:
-    await ledger.begin("r1", USER, "chat", None, 0.01, Limits())
-    assert await ledger.finish(record("r1"))
-    assert not await ledger.finish(record("r1"))
-    [day] = await ledger.rows("usage_daily")
-    assert day["requests"] == 1
-    assert day["cost_usd"] == 0.002
-    assert len(await ledger.rows("request_log")) == 1
+async def test_set_limits_and_rows_are_the_local_servers_view_of_the_tables(tmp_path: Path) -> None:
+    ledger = SQLiteLedger(tmp_path / "ledger.sqlite3", clock=Clock())
+
+    await ledger.set_limits(USER, Limits(rpm=5, daily_cost_usd=0.25))
+    await ledger.set_limits(USER, Limits(daily_requests=50))  # replaces the whole row, as an operator's edit
+
+    assert await ledger.rows("user_limits") == [
+        {
+            "user_id": USER,
+            "rpm": None,
+            "daily_requests": 50,
+            "daily_cost_usd": None,
+            "updated_at": "2026-11-27T12:00:00.000Z",
+        }
+    ]
+    with pytest.raises(ValueError, match="sqlite_master"):
+        await ledger.rows("sqlite_master")
+    await ledger.aclose()
 
 
-async def test_begin_twice_does_not_reserve_twice(ledger: SQLiteLedger) -> None:
-    await ledger.begin("r1", USER, "chat", None, 0.01, Limits())
-    await ledger.begin("r1", USER, "chat", None, 0.01, Limits())
-    [day] = await ledger.rows("usage_daily")
-    assert (day["in_flight"], day["reserved_usd"]) == (1, 0.01)
+async def test_the_parent_folder_is_created(tmp_path: Path) -> None:
+    path = tmp_path / ".openrouter-functions" / "ledger.sqlite3"
+    ledger = SQLiteLedger(path)
+
+    assert await ledger.check()
+
+    assert path.is_file()
+    assert user_version(path) == SCHEMA_VERSION
+    await ledger.aclose()
 
 
-async def test_rpm_window(ledger: SQLiteLedger, clock: Clock) -> None:
-    limits = Limits(rpm=2)
-    clock.now = NOON + 15
-    assert (await ledger.begin("a", USER, "chat", None, 0, limits)).admitted
-    assert (await ledger.begin("b", USER, "chat", None, 0, limits)).admitted
-    refused = await ledger.begin("c", USER, "chat", None, 0, limits)
-    assert (refused.admitted, refused.reason, refused.limit, refused.retry_after) == (False, "rate_limited", "rpm", 45)
-    assert (await ledger.begin("d", OTHER, "chat", None, 0, limits)).admitted  # per user
-    clock.now = NOON + 60
-    assert (await ledger.begin("e", USER, "chat", None, 0, limits)).admitted
-
-
-async def test_daily_request_quota_counts_in_flight(ledger: SQLiteLedger) -> None:
-    limits = Limits(daily_requests=2)
-    assert (await ledger.begin("a", USER, "chat", None, 0, limits)).admitted
-    assert (await ledger.begin("b", USER, "chat", None, 0, limits)).admitted
-    refused = await ledger.begin("c", USER, "chat", None, 0, limits)
-    assert (refused.reason, refused.limit, refused.retry_after) == ("quota_exceeded", "daily_requests", 12 * 3600)
-
-
-async def test_daily_cost_quota_with_reservations(ledger: SQLiteLedger) -> None:
-    limits = Limits(daily_cost_usd=0.05)
-    for i in range(5):
-        assert (await ledger.begin(f"r{i}", USER, "chat", None, 0.01, limits)).admitted
-    refused = await ledger.begin("r5", USER, "chat", None, 0.01, limits)
-    assert (refused.reason, refused.limit) == ("quota_exceeded", "daily_cost_usd")
-    await ledger.finish(record("r0", cost=0.001))  # settling frees the unused part of the reservation
-    assert not (await ledger.begin("r6", USER, "chat", None, 0.01, limits)).admitted  # 0.041 + 0.01 > 0.05
-    assert (await ledger.begin("r7", USER, "chat", None, 0.009, limits)).admitted
-
-
-async def test_user_limits_override_defaults(ledger: SQLiteLedger) -> None:
-    await ledger.set_limits(USER, Limits(daily_requests=1))
-    assert (await ledger.begin("a", USER, "chat", None, 0, Limits(daily_requests=100))).admitted
-    assert not (await ledger.begin("b", USER, "chat", None, 0, Limits(daily_requests=100))).admitted
-    assert (await ledger.begin("c", OTHER, "chat", None, 0, Limits(daily_requests=100))).admitted
-
-
-async def test_refused_request_is_logged_without_usage(ledger: SQLiteLedger) -> None:
-    assert await ledger.finish(record("refused", status=429, cost=0))
-    [row] = await ledger.rows("request_log")
-    assert row["status"] == 429
-    assert await ledger.rows("usage_daily") == []
-
-
-async def test_stale_reservations_are_released(ledger: SQLiteLedger, clock: Clock) -> None:
-    limits = Limits(daily_requests=1)
-    assert (await ledger.begin("lost", USER, "chat", None, 0.01, limits)).admitted
-    clock.now += 16 * 60  # the instance died before finishing
-    assert (await ledger.begin("next", USER, "chat", None, 0.01, limits)).admitted
-    [day] = await ledger.rows("usage_daily")
-    assert (day["in_flight"], day["reserved_usd"]) == (1, 0.01)
-
-
-async def test_settles_on_the_reservation_day(ledger: SQLiteLedger, clock: Clock) -> None:
-    clock.now = NOON + 12 * 3600 - 1  # 23:59:59
-    await ledger.begin("late", USER, "chat", None, 0.01, Limits())
-    clock.now += 2
-    await ledger.finish(record("late"))
-    [day] = await ledger.rows("usage_daily")
-    assert (day["day"], day["requests"], day["in_flight"]) == ("2026-11-27", 1, 0)
-
-
-async def test_concurrent_begins_never_overspend(ledger: SQLiteLedger) -> None:
-    limits = Limits(daily_requests=7)
-    answers = await asyncio.gather(*(ledger.begin(f"c{i}", USER, "chat", None, 0, limits) for i in range(40)))
-    assert sum(a.admitted for a in answers) == 7
-
-
-async def test_unwritable_path_is_ledger_unavailable(tmp_path: Path) -> None:
-    from openrouter_functions.ledger import LedgerUnavailable
-
+async def test_an_unusable_path_makes_the_ledger_unavailable(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     broken = SQLiteLedger(blocker / "ledger.sqlite3")
+
     assert not await broken.check()
-    with pytest.raises(LedgerUnavailable):
-        await broken.begin("r", USER, "chat", None, 0, Limits())
+    with pytest.raises(LedgerUnavailable, match="^sqlite: "):
+        await broken.begin("r", USER, 0, Limits())
 
 
-async def test_a_request_that_ran_without_a_reservation_is_still_counted(ledger: SQLiteLedger, clock: Clock) -> None:
-    await ledger.begin("long", USER, "chat", None, 0.01, Limits())
-    clock.now += 16 * 60  # a stream longer than the stale sweep
-    await ledger.begin("other", USER, "chat", None, 0.01, Limits())  # sweeps "long"
-    ran = record("long", cost=0.5)
-    ran.admitted = True
-    assert await ledger.finish(ran)
-    [day] = await ledger.rows("usage_daily")
-    assert (day["requests"], day["cost_usd"], day["in_flight"]) == (1, 0.5, 1)  # "other" still in flight
+async def test_a_file_from_before_the_schema_version_is_recreated(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(UNVERSIONED_SCHEMA)
+    assert user_version(path) == 0
+
+    ledger = SQLiteLedger(path, clock=Clock())
+    assert (await ledger.begin("r1", USER, 0.01, Limits(daily_requests=1))).admitted  # the old counts are gone
+
+    assert user_version(path) == SCHEMA_VERSION
+    assert columns(path, "rate_windows") == ["user_id", "window_start", "requests"]
+    assert columns(path, "ledger_reservations") == [
+        "request_id",
+        "user_id",
+        "day",
+        "amount_usd",
+        "admission",
+        "created_at",
+    ]
+    assert "total_tokens" in columns(path, "usage_daily")
+    assert [(row["requests"], row["in_flight"]) for row in await ledger.rows("usage_daily")] == [(0, 1)]
+    await ledger.aclose()
+
+
+async def test_a_file_at_the_current_version_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    first = SQLiteLedger(path, clock=Clock())
+    await first.begin("r1", USER, 0.01, Limits())
+    await first.aclose()
+
+    again = SQLiteLedger(path, clock=Clock())
+
+    assert [row["request_id"] for row in await again.rows("ledger_reservations")] == ["r1"]
+    await again.aclose()
+
+
+async def test_two_ledgers_on_one_file_share_the_limits(tmp_path: Path) -> None:
+    """Like two local processes: BEGIN IMMEDIATE serializes them on the file, as the row lock does in SQL."""
+    path = tmp_path / "ledger.sqlite3"
+    one, other = SQLiteLedger(path, clock=Clock()), SQLiteLedger(path, clock=Clock())
+
+    assert (await one.begin("r1", USER, 0, Limits(daily_requests=1))).admitted
+    refused = await other.begin("r2", USER, 0, Limits(daily_requests=1))
+
+    assert (refused.admitted, refused.limit) == (False, "daily_requests")
+    await one.aclose()
+    await other.aclose()

@@ -1,4 +1,5 @@
-"""The retry rule as pure functions: what is retried, how long we wait, when we give up at once."""
+"""The retry rule as pure functions (what is retried, how long we wait, when we give up at once, what a
+caller is told to wait), and the one attempt loop that carries it out."""
 
 from __future__ import annotations
 
@@ -8,7 +9,23 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from openrouter_service.retry import NEVER_RETRIED_STATUSES, RetryPolicy, server_wait_hint
+from helpers import Sleeps
+from openrouter_service import (
+    OpenRouterConnectionError,
+    OpenRouterRateLimitError,
+    OpenRouterServerError,
+    OpenRouterTimeoutError,
+)
+from openrouter_service.attempts import Attempts
+from openrouter_service.errors import error_from_upstream
+from openrouter_service.retry import (
+    NEVER_RETRIED_STATUSES,
+    RETRYABLE_STATUSES,
+    WAITING_HELPS_STATUSES,
+    RetryDecision,
+    RetryPolicy,
+    server_wait_hint,
+)
 
 NOW = 1_800_000_000.0
 
@@ -92,3 +109,146 @@ def test_waits_longer_than_the_cap_are_flagged() -> None:
     policy = RetryPolicy(max_delay=8.0)
     assert policy.too_long(policy.delay_for(1, {"retry-after": "60"}))
     assert not policy.too_long(policy.delay_for(1, {"retry-after": "8"}))
+
+
+# -- the decision after a failed attempt ----------------------------------------------------------------
+
+EXACT = RetryPolicy(max_retries=2, initial_delay=0.5, backoff_factor=2.0, max_delay=8.0, jitter=0.25)
+
+
+def no_jitter() -> float:
+    return 0.0
+
+
+def test_a_retryable_status_with_attempts_left_sleeps_our_jittered_backoff() -> None:
+    assert EXACT.decide(2, status=503, rand=lambda: 1.0) == RetryDecision(sleep=0.75, retry_after=None)
+
+
+def test_the_servers_wait_is_slept_when_within_the_cap() -> None:
+    assert EXACT.decide(1, status=429, server_wait=8.0) == RetryDecision(sleep=8.0, retry_after=None)
+
+
+def test_a_server_wait_over_the_cap_is_not_slept_but_told_to_the_caller() -> None:
+    assert EXACT.decide(1, status=429, server_wait=3600.0) == RetryDecision(sleep=None, retry_after=3600.0)
+
+
+def test_exhausted_retries_tell_the_caller_our_backoff_without_jitter() -> None:
+    assert EXACT.decide(3, status=429, rand=lambda: 1.0) == RetryDecision(sleep=None, retry_after=2.0)
+    assert EXACT.decide(3, status=503, server_wait=5.0) == RetryDecision(sleep=None, retry_after=5.0)
+
+
+def test_out_of_credits_is_not_retried_but_waiting_helps() -> None:
+    assert EXACT.decide(1, status=402) == RetryDecision(sleep=None, retry_after=0.5)
+    assert WAITING_HELPS_STATUSES == RETRYABLE_STATUSES | {402}
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 422, None])
+def test_when_waiting_cannot_help_the_caller_is_told_no_wait(status: int | None) -> None:
+    assert EXACT.decide(1, status=status) == RetryDecision(sleep=None, retry_after=None)
+
+
+def test_a_server_hint_on_a_final_error_is_passed_on() -> None:
+    assert EXACT.decide(1, status=400, server_wait=30.0) == RetryDecision(sleep=None, retry_after=30.0)
+
+
+def test_transport_failures_sleep_backoff_then_tell_the_caller_one_second() -> None:
+    refused = httpx.ConnectError("refused")
+    assert EXACT.decide(1, exc=refused, rand=no_jitter) == RetryDecision(sleep=0.5, retry_after=None)
+    assert EXACT.decide(3, exc=refused) == RetryDecision(sleep=None, retry_after=1.0)
+    assert EXACT.decide(1, exc=httpx.ReadTimeout("still generating")) == RetryDecision(sleep=None, retry_after=1.0)
+
+
+def test_caller_wait_prefers_the_server_then_transport_then_status() -> None:
+    assert EXACT.caller_wait(1, exc=httpx.ConnectError("x"), server_wait=4.0) == 4.0
+    assert EXACT.caller_wait(1, exc=httpx.ConnectError("x")) == 1.0
+    assert EXACT.caller_wait(2, status=529) == 1.0
+    assert EXACT.caller_wait(2, status=500) == 1.0
+    assert EXACT.caller_wait(2, status=404) is None
+
+
+# -- the attempt loop -----------------------------------------------------------------------------------
+
+
+def loop(sleeps: Sleeps, *, max_retries: int = 2, timeout: float = 30.0) -> Attempts:
+    policy = RetryPolicy(max_retries=max_retries, initial_delay=0.5, jitter=0.0)
+    return Attempts(policy, sleeps, timeout=timeout)
+
+
+async def test_a_successful_first_attempt_is_the_only_one() -> None:
+    sleeps = Sleeps()
+    numbers = []
+    async for attempt in loop(sleeps):
+        with attempt:
+            numbers.append(attempt.number)
+    assert numbers == [1] and sleeps == []
+
+
+async def test_retryable_errors_are_retried_after_sleeping_then_raised_with_attempts_and_retry_after() -> None:
+    sleeps = Sleeps()
+    numbers = []
+    with pytest.raises(OpenRouterRateLimitError) as info:
+        async for attempt in loop(sleeps):
+            with attempt:
+                numbers.append(attempt.number)
+                raise error_from_upstream(429, {"error": {"code": 429, "message": "slow down"}})
+    assert numbers == [1, 2, 3] and sleeps == [0.5, 1.0]
+    assert (info.value.attempts, info.value.retry_after) == (3, 2.0)
+
+
+async def test_the_servers_wait_comes_from_the_headers_noted_on_the_attempt() -> None:
+    sleeps = Sleeps()
+    async for attempt in loop(sleeps):
+        with attempt:
+            if attempt.number == 1:
+                attempt.headers = httpx.Headers({"Retry-After": "3"})
+                raise error_from_upstream(503, None)
+    assert sleeps == [3.0]
+
+
+async def test_transport_errors_are_mapped_to_what_happened() -> None:
+    sleeps = Sleeps()
+    refused = httpx.ConnectError("refused")
+    with pytest.raises(OpenRouterConnectionError, match=r"^Could not reach OpenRouter \(ConnectError\)\.$") as info:
+        async for attempt in loop(sleeps, max_retries=1):
+            with attempt:
+                raise refused
+    assert info.value.__cause__ is refused
+    assert (info.value.attempts, info.value.retry_after, sleeps) == (2, 1.0, [0.5])
+
+
+async def test_a_read_timeout_is_a_timeout_error_and_not_retried() -> None:
+    sleeps = Sleeps()
+    with pytest.raises(OpenRouterTimeoutError, match=r"did not answer within 2\.5 s") as info:
+        async for attempt in loop(sleeps, timeout=2.5):
+            with attempt:
+                raise httpx.ReadTimeout("slow")
+    assert (info.value.attempts, info.value.retry_after, sleeps) == (1, 1.0, [])
+
+
+async def test_a_committed_attempt_is_never_retried_and_tells_no_wait() -> None:
+    sleeps = Sleeps()
+    with pytest.raises(OpenRouterConnectionError, match="cut after 2 chunks") as info:
+        async for attempt in loop(sleeps):
+            with attempt:
+                attempt.delivered()
+                attempt.delivered()
+                raise httpx.ReadError("reset")
+    assert (info.value.attempts, info.value.retry_after, sleeps) == (1, None, [])
+
+    with pytest.raises(OpenRouterServerError) as server:
+        async for attempt in loop(sleeps):
+            with attempt:
+                attempt.delivered()
+                raise error_from_upstream(200, {"error": {"code": 502, "message": "provider died"}})
+    assert (server.value.attempts, server.value.retry_after, sleeps) == (1, None, [])
+
+
+async def test_other_exceptions_pass_through_untouched_and_are_not_retried() -> None:
+    sleeps = Sleeps()
+    numbers = []
+    with pytest.raises(KeyError):
+        async for attempt in loop(sleeps):
+            with attempt:
+                numbers.append(attempt.number)
+                raise KeyError("bug")
+    assert numbers == [1] and sleeps == []

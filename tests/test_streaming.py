@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from helpers import Sleeps, json_response
+from helpers import Sleeps, completion_body, json_response
 from openrouter_service import (
     OpenRouterConnectionError,
+    OpenRouterError,
     OpenRouterRateLimitError,
     OpenRouterResponseError,
     OpenRouterService,
     OpenRouterValidationError,
+    RetryPolicy,
     SSEComment,
 )
 from openrouter_service.sse import SSEData, iter_sse
@@ -187,9 +190,9 @@ class _ThenFails(httpx.AsyncByteStream):
 async def test_a_finished_stream_is_not_failed_by_what_follows_done(
     make_service: Build, monkeypatch: pytest.MonkeyPatch, hang: bool
 ) -> None:
-    from openrouter_service import client as client_module
+    from openrouter_service import stream as stream_module
 
-    monkeypatch.setattr(client_module, "DRAIN_SECONDS", 0.05)
+    monkeypatch.setattr(stream_module, "DRAIN_SECONDS", 0.05)
     service, _ = make_service(
         lambda r: httpx.Response(
             200, stream=_ThenFails(HAPPY, hang=hang), headers={"content-type": "text/event-stream"}
@@ -207,6 +210,101 @@ async def test_exhausted_rate_limit_before_the_stream_says_when_to_retry(make_se
     service, seen = make_service(lambda r: busy, max_retries=1)
     with pytest.raises(OpenRouterRateLimitError) as info:
         [c async for c in service.stream_chat_completion(USER)]
-    assert (info.value.status_code, info.value.attempts) == (503, 2)
-    assert info.value.retry_after is not None
+    assert (info.value.upstream_status, info.value.attempts) == (429, 2)
+    assert info.value.retry_after == 1.0  # our backoff after attempt 2, without jitter: 0.5 * 2
     assert len(seen) == 2
+
+
+async def test_transport_error_after_only_keepalives_is_retried(make_service: Build, sleeps: Sleeps) -> None:
+    reset = httpx.Response(
+        200, stream=_ThenFails(b": OPENROUTER PROCESSING\n\n"), headers={"content-type": "text/event-stream"}
+    )
+    service, seen = make_service([reset, stream_response(HAPPY)])
+    stream = service.stream_chat_completion(USER)
+    events = [e async for e in stream.events()]
+    assert sum(isinstance(e, dict) for e in events) == 4
+    assert (len(seen), stream.attempts, len(sleeps), stream.completed) == (2, 2, 1, True)
+
+
+async def test_transport_error_after_a_chunk_is_a_cut_stream_not_retried(make_service: Build, sleeps: Sleeps) -> None:
+    cut = httpx.Response(200, stream=_ThenFails(sse(chunk("Hel"))), headers={"content-type": "text/event-stream"})
+    service, seen = make_service(lambda r: cut)
+    stream = service.stream_chat_completion(USER)
+    with pytest.raises(OpenRouterConnectionError, match=r"cut after 1 chunks \(ReadError\)") as info:
+        [c async for c in stream]
+    assert (info.value.attempts, info.value.retry_after) == (1, None)
+    assert (len(seen), sleeps, stream.chunks, stream.error) == (1, [], 1, info.value)
+
+
+async def test_a_retried_attempt_leaves_nothing_of_itself_on_the_stream(make_service: Build) -> None:
+    failed = chunk("", "error", error={"code": 502, "message": "Provider returned error"}, id="gen-failed")
+    service, _ = make_service([stream_response(sse(failed)), stream_response(HAPPY)])
+    stream = service.stream_chat_completion(USER)
+    [c async for c in stream]
+    assert (stream.generation_id, stream.finish_reason, stream.attempts) == ("gen-9", "stop", 2)
+
+
+async def test_a_stream_logs_one_line_when_it_ends(make_service: Build, caplog: pytest.LogCaptureFixture) -> None:
+    service, _ = make_service(lambda r: stream_response(HAPPY))
+    caplog.set_level(logging.INFO, logger="openrouter_service")
+    [c async for c in service.stream_chat_completion(USER)]
+    assert [r.getMessage() for r in caplog.records] == ["openrouter.call"]
+    line = caplog.records[0].json_fields
+    assert (line["attempts"], line["generation_id"], line["prompt_tokens"]) == (1, "gen-9", 3)
+    assert line["response_preview"] == "<streamed 4 chunks>"
+
+
+# -- one attempt loop for plain and streamed calls ------------------------------------------------------
+
+
+def step_reply(step: str, streamed: bool) -> httpx.Response:
+    """What upstream answers at one step of a script, in the shape a plain or a streamed call gets."""
+    if step == "refused":
+        raise httpx.ConnectError("connection refused")
+    if step == "ok":
+        return stream_response(HAPPY) if streamed else json_response(200, completion_body())
+    if step == "error 502 in 200":
+        error = {"code": 502, "message": "Provider returned error"}
+        return (
+            stream_response(sse(chunk("", "error", error=error))) if streamed else json_response(200, {"error": error})
+        )
+    status, _, hint = step.partition(" retry-after ")
+    headers = {"Retry-After": hint} if hint else None
+    return json_response(int(status), {"error": {"code": int(status), "message": "no"}}, headers)
+
+
+@pytest.mark.parametrize(
+    ("script", "outcome", "expected_sleeps"),
+    [
+        (["503 retry-after 1", "429", "ok"], ("ok", 3, None), [1.0, 1.0]),
+        (["refused", "error 502 in 200", "ok"], ("ok", 3, None), [0.5, 1.0]),
+        (["429", "429", "429"], ("OpenRouterRateLimitError", 3, 2.0), [0.5, 1.0]),
+        (["error 502 in 200"] * 3, ("OpenRouterServerError", 3, 2.0), [0.5, 1.0]),
+        (["429 retry-after 3600"], ("OpenRouterRateLimitError", 1, 3600.0), []),
+        (["402"], ("OpenRouterCreditsError", 1, 0.5), []),
+        (["400 retry-after 30"], ("OpenRouterBadRequestError", 1, 30.0), []),
+        (["refused"] * 3, ("OpenRouterConnectionError", 3, 1.0), [0.5, 1.0]),
+    ],
+)
+async def test_plain_and_streamed_calls_share_one_attempt_loop(
+    make_service: Build, script: list[str], outcome: tuple[str, int, float | None], expected_sleeps: list[float]
+) -> None:
+    policy = RetryPolicy(max_retries=2, initial_delay=0.5, jitter=0.0)
+    for streamed in (False, True):
+        steps = list(script)
+        sleeps = Sleeps()
+        service, seen = make_service(
+            lambda r, streamed=streamed, steps=steps: step_reply(steps.pop(0), streamed),
+            retry_policy=policy,
+            sleep=sleeps,
+        )
+        try:
+            if streamed:
+                stream = service.stream_chat_completion(USER)
+                assert len([c async for c in stream]) == 4
+                got: tuple[str, int, float | None] = ("ok", stream.attempts, None)
+            else:
+                got = ("ok", (await service.complete(USER)).attempts, None)
+        except OpenRouterError as exc:
+            got = (type(exc).__name__, exc.attempts, exc.retry_after)
+        assert (got, sleeps, len(seen)) == (outcome, expected_sleeps, len(script)), "streamed" if streamed else "plain"

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from .fake_upstream import cli as fake_upstream
+
 __all__ = ["main"]
 
 
@@ -15,17 +17,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     fake = sub.add_parser("fake-upstream", help="run a fake OpenRouter server on loopback for offline work")
-    fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=8787)
-    fake.add_argument("--api-key", default=None, help="require this bearer key (default: any non-empty key)")
-    fake.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
+    fake_upstream.add_arguments(fake)
 
     run = sub.add_parser("serve", help="serve /chat, /completion, /health and /metrics on one port")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     run.add_argument("--functions-dir", default=None, help="folder with <name>/main.py (default: ./functions)")
 
-    pack = sub.add_parser("bundle", help="write a deployable folder for one function (main.py, requirements, core)")
+    pack = sub.add_parser(
+        "bundle", help="write a deployable folder for one function (main.py, runtime packages, pinned requirements)"
+    )
     pack.add_argument("function", help="chat, completion or health")
     pack.add_argument("--out", required=True, help="folder to write (emptied first)")
     pack.add_argument("--functions-dir", default=None, help="folder with <name>/main.py (default: ./functions)")
@@ -45,12 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve(args.host, args.port, args.functions_dir)
     if args.command == "fake-upstream":
-        from . import fake_upstream
-
-        forwarded = ["--host", args.host, "--port", str(args.port), "--chunk-delay", str(args.chunk_delay)]
-        if args.api_key:
-            forwarded += ["--api-key", args.api_key]
-        return fake_upstream.main(forwarded)
+        return fake_upstream.run(args)
     parser.error(f"unknown command {args.command}")  # pragma: no cover
     return 2
 

@@ -65,10 +65,9 @@ class FunctionsRouter:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                from openrouter_functions.runtime import _RUNTIME
+                from openrouter_functions.runtime import close_runtime
 
-                if _RUNTIME is not None:
-                    await _RUNTIME.aclose()
+                await close_runtime()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -112,10 +111,6 @@ def mint_dev_token(secret: str, *, user_id: str = DEV_USER_ID, hours: float = 24
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def _auth_configured(env: Mapping[str, str]) -> bool:
-    return any(env.get(name) for name in ("SUPABASE_JWT_SECRET", "SUPABASE_URL", "SUPABASE_JWKS_URL"))
-
-
 @contextmanager
 def _offline_upstream(env: MutableMapping[str, str]) -> Iterator[str]:
     from .fake_upstream import FakeOpenRouter
@@ -135,11 +130,22 @@ def _offline_upstream(env: MutableMapping[str, str]) -> Iterator[str]:
 
 def serve(host: str = "127.0.0.1", port: int = 8080, functions_dir: str | None = None) -> int:
     """Run the local server until interrupted; returns the exit code."""
+    from pydantic import ValidationError
+
+    from openrouter_functions.config import Settings, on_cloud_runtime
+
     env = os.environ
-    offline = not env.get("OPENROUTER_API_KEY") and not _auth_configured(env)
-    if offline and (env.get("K_SERVICE") or env.get("FUNCTION_TARGET")):
+    try:
+        settings = Settings.from_env(env)
+    except ValidationError as exc:  # names and reasons only: the values may be secrets
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        print(f"invalid configuration: {problems}", file=sys.stderr)
+        return 2
+    has_key, auth_configured = settings.openrouter_api_key_value() is not None, settings.auth_configured
+    offline = not has_key and not auth_configured
+    if offline and on_cloud_runtime(env):
         print(
-            "refusing to start in offline mode on a cloud runtime (K_SERVICE/FUNCTION_TARGET is set): "
+            "refusing to start in offline mode on a cloud runtime (K_SERVICE is set): "
             "set OPENROUTER_API_KEY and SUPABASE_JWT_SECRET or SUPABASE_URL.",
             file=sys.stderr,
         )
@@ -150,9 +156,9 @@ def serve(host: str = "127.0.0.1", port: int = 8080, functions_dir: str | None =
             token = mint_dev_token(secret)
             _print_offline_banner(host, port, token)
             return _run(folder, host, port)
-    if not env.get("OPENROUTER_API_KEY"):
+    if not has_key:
         print("warning: OPENROUTER_API_KEY is not set; chat and completion will answer 500.", file=sys.stderr)
-    if not _auth_configured(env):
+    if not auth_configured:
         print("warning: no SUPABASE_JWT_SECRET/SUPABASE_URL; every token will be refused.", file=sys.stderr)
     print(f"openrouter-functions serving /chat /completion /health /metrics on http://{host}:{port}", flush=True)
     return _run(folder, host, port)

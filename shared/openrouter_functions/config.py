@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from openrouter_service.settings import ClientSettings
+from openrouter_service.settings import ClientSettings, blank_is_unset, url_or_unset
 
 __all__ = ["Settings", "on_cloud_runtime"]
 
@@ -56,7 +56,7 @@ class Settings(ClientSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator(
+    _blank_limits_and_secrets_are_unset = field_validator(
         "default_rpm",
         "default_daily_requests",
         "default_daily_cost_usd",
@@ -65,17 +65,8 @@ class Settings(ClientSettings):
         "supabase_jwt_secret",
         "supabase_service_role_key",
         mode="before",
-    )
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("supabase_url", "supabase_jwks_url", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value.rstrip("/") if isinstance(value, str) else value
+    )(blank_is_unset)
+    _supabase_urls_without_slash = field_validator("supabase_url", "supabase_jwks_url", mode="before")(url_or_unset)
 
     @property
     def jwks_url(self) -> str | None:
@@ -101,6 +92,16 @@ class Settings(ClientSettings):
         if self.supabase_url and self.supabase_service_role_key:
             return "supabase_rest"
         return "sqlite"
+
+    @property
+    def ledger_problem(self) -> str | None:
+        """Why the chosen ledger backend cannot be built, or ``None``."""
+        backend = self.resolved_ledger_backend
+        if backend == "postgres" and not self.database_url:
+            return "LEDGER_BACKEND=postgres needs DATABASE_URL."
+        if backend == "supabase_rest" and not (self.supabase_url and self.supabase_service_role_key):
+            return "LEDGER_BACKEND=supabase_rest needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY."
+        return None
 
     @property
     def auth_configured(self) -> bool:

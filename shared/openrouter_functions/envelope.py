@@ -1,8 +1,19 @@
-"""The one error envelope every function answers with, and the mapping from errors to it.
+"""The one error envelope every function answers with, and the one table from exceptions to replies.
 
 ``{"error": {"code": <HTTP status>, "type": "<stable word>", "message": "<friendly>"}}`` — the openai SDK
 reads ``error.message``/``error.type``; Supabase's function clients read ``error`` (an object here,
 which they pass on as is).
+
+The client's exceptions describe what OpenRouter did; what a caller is told is decided here, in
+:data:`REPLIES`. Where the obvious mapping would mislead a caller we deviate on purpose:
+
+* upstream 401/402 mean *our* OpenRouter key or credits are wrong, not the caller's credentials, so the
+  caller gets 502 (``upstream_auth``) / 503 (``upstream_credits``), never their own 401/402 (a browser
+  would sign its user out over them);
+* a 429 that is still 429 after every retry (or asks for a wait longer than we sleep) becomes 503
+  ``upstream_rate_limited`` with ``Retry-After``: the caller did nothing wrong and waiting helps;
+* a response the model produced but that breaks the requested ``response_format`` is 502: the caller's
+  request was fine, the model failed it.
 """
 
 from __future__ import annotations
@@ -13,9 +24,11 @@ from typing import Any
 
 from starlette.responses import Response
 
-from openrouter_service.errors import OpenRouterError
+from openrouter_service import errors
 
-__all__ = ["ApiError", "error_body", "error_from_exception", "error_response", "json_response"]
+from .ledger import LedgerUnavailable
+
+__all__ = ["REPLIES", "ApiError", "error_body", "error_response", "json_response", "reply_for"]
 
 
 class ApiError(Exception):
@@ -40,20 +53,63 @@ class ApiError(Exception):
         self.details = details
 
 
-def error_from_exception(exc: BaseException) -> ApiError:
-    """Any exception as the ApiError a caller should see; unknown ones become a bland 500."""
+# Exception class -> (HTTP status, type word). Looked up along the class's MRO, most specific first.
+REPLIES: dict[type[BaseException], tuple[int, str]] = {
+    errors.OpenRouterConfigError: (500, "configuration_error"),
+    errors.OpenRouterValidationError: (400, "invalid_request"),
+    errors.OpenRouterContextLengthError: (400, "context_length_exceeded"),
+    errors.OpenRouterBadRequestError: (400, "bad_request"),
+    errors.OpenRouterNotFoundError: (404, "not_found"),
+    errors.OpenRouterPayloadTooLargeError: (413, "payload_too_large"),
+    errors.OpenRouterModerationError: (403, "content_flagged"),
+    errors.OpenRouterAuthError: (502, "upstream_auth"),
+    errors.OpenRouterCreditsError: (503, "upstream_credits"),
+    errors.OpenRouterRateLimitError: (503, "upstream_rate_limited"),
+    errors.OpenRouterServerError: (502, "upstream_error"),
+    errors.OpenRouterTimeoutError: (504, "upstream_timeout"),
+    errors.OpenRouterConnectionError: (502, "upstream_unreachable"),
+    errors.OpenRouterResponseError: (502, "bad_upstream_response"),
+    errors.OpenRouterSchemaError: (502, "schema_violation"),
+    errors.OpenRouterError: (502, "upstream_error"),
+    LedgerUnavailable: (503, "ledger_unavailable"),
+}
+
+_FIXED_MESSAGES = {
+    "configuration_error": "The server is not configured to reach the AI service.",
+    "ledger_unavailable": "Usage accounting is unavailable; try again shortly.",
+}
+LEDGER_RETRY_AFTER = 5.0
+
+
+def _lookup(exc: BaseException) -> tuple[int, str] | None:
+    for cls in type(exc).__mro__:
+        found = REPLIES.get(cls)
+        if found is not None:
+            return found
+    return None
+
+
+def reply_for(exc: BaseException) -> ApiError:
+    """What a caller is told about ``exc``; anything unknown is a bland 500 (the details go to the log)."""
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, OpenRouterError):
-        details: dict[str, Any] | None = None
-        reasons = exc.metadata.get("reasons") if exc.metadata else None
-        if reasons:
-            details = {"reasons": reasons}
-        violations = getattr(exc, "violations", None)
-        if violations:
-            details = {"violations": [v.as_dict() for v in violations[:20]]}
-        return ApiError(exc.status_code, exc.type, exc.message, retry_after=exc.retry_after, details=details)
-    return ApiError(500, "internal", "Something went wrong on our side. Try again later.")
+    found = _lookup(exc)
+    if found is None:
+        return ApiError(500, "internal", "Something went wrong on our side. Try again later.")
+    status, kind = found
+    if isinstance(exc, LedgerUnavailable):
+        return ApiError(status, kind, _FIXED_MESSAGES[kind], retry_after=LEDGER_RETRY_AFTER)
+    assert isinstance(exc, errors.OpenRouterError)
+    if isinstance(exc, errors.OpenRouterServerError) and exc.upstream_status == 503:
+        status = 503  # the provider is briefly unavailable: waiting helps, say so
+    message = _FIXED_MESSAGES.get(kind, exc.message)
+    details: dict[str, Any] | None = None
+    reasons = exc.metadata.get("reasons") if exc.metadata else None
+    if reasons:
+        details = {"reasons": reasons}
+    if isinstance(exc, errors.OpenRouterSchemaError) and exc.violations:
+        details = {"violations": [v.as_dict() for v in exc.violations[:20]]}
+    return ApiError(status, kind, message, retry_after=exc.retry_after, details=details)
 
 
 def error_body(error: ApiError) -> dict[str, Any]:
@@ -70,9 +126,9 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(payload, status_code=status, headers=headers, media_type="application/json")
 
 
-def error_response(error: ApiError, headers: dict[str, str] | None = None) -> Response:
-    """The envelope as an HTTP response, with ``Retry-After`` when waiting helps."""
-    merged = {**error.headers, **(headers or {})}
-    if error.retry_after is not None and error.status in (429, 503, 504, 502):
-        merged["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-    return json_response(error_body(error), error.status, merged)
+def error_response(error: ApiError) -> Response:
+    """The envelope as an HTTP response, with ``Retry-After`` when waiting helps (whole seconds, >= 1)."""
+    headers = dict(error.headers)
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return json_response(error_body(error), error.status, headers)

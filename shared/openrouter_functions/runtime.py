@@ -1,4 +1,4 @@
-"""What one function instance builds once and reuses: settings, the client, the token verifier.
+"""What one function instance builds once and reuses: settings, the client, the token verifier, the meter.
 
 Built on the first request, not at import (no secrets read or sockets opened while modules load).
 A misconfiguration is remembered and reported by every request and by ``health``.
@@ -7,26 +7,25 @@ A misconfiguration is remembered and reported by every request and by ``health``
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 
 from openrouter_service.client import OpenRouterService
 from openrouter_service.errors import OpenRouterConfigError
 
-from .auth import TokenVerifier
+from .auth import Caller, TokenVerifier, bearer_token
 from .config import Settings, on_cloud_runtime
-from .envelope import ApiError
+from .envelope import ApiError, reply_for
 from .ledger import Ledger, Limits
+from .ledger.meter import Meter
+from .logs import configure_logging
 
 __all__ = ["Runtime", "UpstreamProbe", "close_runtime", "get_runtime", "reset_runtime"]
 
-LEDGER_BREAKER_SECONDS = 5.0
+Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -39,67 +38,43 @@ class UpstreamProbe:
     detail: str | None = None
 
 
+def open_ledger(settings: Settings) -> Ledger | None:
+    """The configured ledger backend (``None`` when ``LEDGER_BACKEND=off``); each is imported on first use."""
+    problem = settings.ledger_problem
+    if problem is not None:
+        raise ApiError(500, "configuration_error", problem)
+    backend = settings.resolved_ledger_backend
+    if backend == "off":
+        return None
+    if backend == "postgres":
+        assert settings.database_url is not None
+        from .ledger.postgres import PostgresLedger
+
+        return PostgresLedger(settings.database_url.get_secret_value())
+    if backend == "supabase_rest":
+        assert settings.supabase_url is not None
+        assert settings.supabase_service_role_key is not None
+        from .ledger.rest import SupabaseRestLedger
+
+        return SupabaseRestLedger(settings.supabase_url, settings.supabase_service_role_key.get_secret_value())
+    from .ledger.sqlite import SQLiteLedger
+
+    return SQLiteLedger(settings.ledger_sqlite_path)
+
+
 @dataclass
 class Runtime:
     """Per-instance state; nothing here matters for correctness across instances."""
 
     settings: Settings
     started_at: float = field(default_factory=time.time)
+    sleep: Sleep = asyncio.sleep  # every wait (upstream retries, ledger backoff): injectable for tests
     _service: OpenRouterService | None = None
-    _service_error: OpenRouterConfigError | None = None
+    _service_error: ApiError | None = None
     _verifier: TokenVerifier | None = None
+    _meter: Meter | None = None
     _probe: UpstreamProbe | None = None
     _probe_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _ledger: Ledger | None = None
-    _ledger_built: bool = False
-    sleep: Any = asyncio.sleep  # every wait (upstream retries, ledger backoff): injectable for tests
-    # Breaker: after a ledger failure, calls fail fast for a few seconds instead of each waiting out
-    # a timeout (a ledger outage must not add seconds to every request).
-    ledger_down_until: float = 0.0
-
-    def ledger_suspended(self) -> bool:
-        return time.monotonic() < self.ledger_down_until
-
-    def note_ledger_failure(self) -> None:
-        self.ledger_down_until = time.monotonic() + LEDGER_BREAKER_SECONDS
-
-    @property
-    def ledger(self) -> Ledger | None:
-        """The configured ledger backend (``None`` when ``LEDGER_BACKEND=off``), built on first use."""
-        if not self._ledger_built:
-            self._ledger = self._build_ledger()
-            self._ledger_built = True
-        return self._ledger
-
-    def _build_ledger(self) -> Ledger | None:
-        s = self.settings
-        backend = s.resolved_ledger_backend
-        if backend == "off":
-            return None
-        if backend == "postgres":
-            if not s.database_url:
-                raise ApiError(500, "configuration_error", "LEDGER_BACKEND=postgres needs DATABASE_URL.")
-            from .ledger.postgres import PostgresLedger
-
-            return PostgresLedger(s.database_url.get_secret_value())
-        if backend == "supabase_rest":
-            if not (s.supabase_url and s.supabase_service_role_key):
-                raise ApiError(
-                    500,
-                    "configuration_error",
-                    "LEDGER_BACKEND=supabase_rest needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY.",
-                )
-            from .ledger.rest import SupabaseRestLedger
-
-            return SupabaseRestLedger(s.supabase_url, s.supabase_service_role_key.get_secret_value())
-        from .ledger.sqlite import SQLiteLedger
-
-        return SQLiteLedger(s.ledger_sqlite_path)
-
-    @property
-    def default_limits(self) -> Limits:
-        s = self.settings
-        return Limits(s.default_rpm, s.default_daily_requests, s.default_daily_cost_usd)
 
     @property
     def service(self) -> OpenRouterService:
@@ -107,16 +82,13 @@ class Runtime:
         if self._service is None:
             if self._service_error is None:
                 try:
-                    self._service = self._build_service()
+                    self._service = self.settings.build_service(sleep=self.sleep)
                 except OpenRouterConfigError as exc:
-                    self._service_error = exc
+                    self._service_error = reply_for(exc)
             if self._service_error is not None:
-                raise ApiError(500, "configuration_error", "The server is not configured to reach the AI service.")
+                raise self._service_error
         assert self._service is not None
         return self._service
-
-    def _build_service(self) -> OpenRouterService:
-        return self.settings.build_service(sleep=self.sleep)
 
     @property
     def verifier(self) -> TokenVerifier:
@@ -130,6 +102,44 @@ class Runtime:
             )
         return self._verifier
 
+    async def authenticate(self, authorization: str | None) -> Caller:
+        """The verified caller, 401 for a missing or bad token, 500 when no verification is configured."""
+        if not self.settings.auth_configured:
+            bearer_token(authorization)  # no credentials at all is still the caller's 401
+            raise ApiError(500, "configuration_error", "Authentication is not configured on this server.")
+        return await self.verifier.verify(authorization)
+
+    @property
+    def meter(self) -> Meter:
+        """Quota admission and usage settlement over the configured ledger, built on first use.
+
+        A backend that cannot be built (e.g. ``LEDGER_BACKEND=postgres`` without ``DATABASE_URL``) is a
+        500 ``configuration_error`` on every metered request, or no metering at all in open failure mode.
+        """
+        if self._meter is None:
+            s = self.settings
+            try:
+                backend = open_ledger(s)
+            except ApiError:
+                if s.ledger_failure_mode != "open":
+                    raise
+                backend = None
+            self._meter = Meter(
+                backend,
+                failure_mode=s.ledger_failure_mode,
+                reserve_usd=s.quota_reserve_usd,
+                default_limits=Limits(s.default_rpm, s.default_daily_requests, s.default_daily_cost_usd),
+                sleep=self.sleep,
+            )
+        return self._meter
+
+    def use_ledger(self, backend: Ledger | None) -> Meter:
+        """Meter through ``backend`` from now on (tests, local tools); returns the new meter."""
+        self._meter = None
+        meter = self.meter
+        meter.backend = backend
+        return meter
+
     def configuration_problems(self) -> list[str]:
         """What is missing for chat and completion to work (no secret values, only names)."""
         problems = []
@@ -142,6 +152,8 @@ class Runtime:
                 "the ledger is the embedded SQLite file on a cloud runtime (usage would be per instance and lost): "
                 "set DATABASE_URL or SUPABASE_URL+SUPABASE_SERVICE_ROLE_KEY, or LEDGER_BACKEND=off"
             )
+        if self.settings.ledger_problem is not None:
+            problems.append(self.settings.ledger_problem)
         return problems
 
     async def probe_upstream(self, *, probe_timeout: float = 3.0) -> tuple[UpstreamProbe, bool]:
@@ -172,30 +184,12 @@ class Runtime:
         if self._service is not None:
             await self._service.aclose()
             self._service = None
-        if self._ledger is not None:
-            await self._ledger.aclose()
-            self._ledger, self._ledger_built = None, False
+        if self._meter is not None:
+            await self._meter.aclose()
+            self._meter = None
 
 
 _RUNTIME: Runtime | None = None
-
-
-def configure_logging() -> None:
-    """JSON lines on stdout (what Cloud Run and DigitalOcean collect); the core logs only problems."""
-    root = logging.getLogger("openrouter_functions")
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        root.addHandler(handler)
-        root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
-        root.propagate = False
-    core = logging.getLogger("openrouter_service")
-    if not core.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        core.addHandler(handler)
-        core.setLevel(logging.WARNING)
-        core.propagate = False
 
 
 def get_runtime() -> Runtime:

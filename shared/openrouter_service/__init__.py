@@ -1,5 +1,7 @@
 """OpenRouter Functions' core: the OpenRouter client and what every function needs."""
 
+from .attempts import Attempt, Attempts
+from .calllog import CallLog
 from .client import DEFAULT_BASE_URL, DEFAULT_MODEL, ChatStream, Completion, OpenRouterService
 from .errors import (
     OpenRouterAuthError,
@@ -20,7 +22,7 @@ from .errors import (
     OpenRouterValidationError,
     SchemaViolation,
 )
-from .retry import RetryPolicy
+from .retry import RetryDecision, RetryPolicy
 from .sse import SSEComment
 
 __version__ = "0.1.0"
@@ -28,6 +30,9 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
+    "Attempt",
+    "Attempts",
+    "CallLog",
     "ChatStream",
     "Completion",
     "OpenRouterAuthError",
@@ -47,6 +52,7 @@ __all__ = [
     "OpenRouterService",
     "OpenRouterTimeoutError",
     "OpenRouterValidationError",
+    "RetryDecision",
     "RetryPolicy",
     "SSEComment",
     "SchemaViolation",

@@ -1,18 +1,10 @@
-"""Every error the core package raises, one tree under :class:`OpenRouterError`.
+"""Every error the client raises, one tree under :class:`OpenRouterError`.
 
-Each error knows the HTTP status a function should answer with (``status_code``), a stable machine word
-(``type``), a message fit to show a caller, and what the upstream said (``upstream_status``,
-``upstream_code``, ``metadata``), how long a caller should wait (``retry_after``) and how many upstream
-attempts were made (``attempts``).
-
-Where the seed's mapping would mislead a caller we deviate on purpose:
-
-* upstream 401/402 mean *our* OpenRouter key or credits are wrong, not the caller's credentials, so the
-  caller gets 502 (``upstream_auth``) / 503 (``upstream_credits``), never their own 401/402;
-* a 429 that is still 429 after every retry (or asks for a wait longer than we will sleep) becomes 503
-  ``upstream_rate_limited`` with ``Retry-After``: the caller did nothing wrong and waiting helps;
-* a response the model produced but that breaks the requested ``response_format`` is 502: the caller's
-  request was fine, the model failed it.
+Each class says what happened upstream (or before the call left); each error carries a message fit to
+show a caller, what the upstream said (``upstream_status``, ``upstream_code``, ``metadata``), how long a
+caller should wait before trying again (``retry_after``, ``None`` when waiting will not help) and how
+many upstream attempts were made (``attempts``). Which reply a function sends for an error is the
+functions layer's business, not this module's.
 """
 
 from __future__ import annotations
@@ -42,17 +34,12 @@ __all__ = [
 
 
 class OpenRouterError(Exception):
-    """Base of every error the core raises; carries what a function needs to answer its caller."""
-
-    status_code: int = 502
-    type: str = "upstream_error"
+    """Base of every error the client raises: what went wrong, and what upstream said about it."""
 
     def __init__(
         self,
         message: str,
         *,
-        status_code: int | None = None,
-        type: str | None = None,
         retry_after: float | None = None,
         upstream_status: int | None = None,
         upstream_code: int | str | None = None,
@@ -61,10 +48,6 @@ class OpenRouterError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
-        if status_code is not None:
-            self.status_code = status_code
-        if type is not None:
-            self.type = type
         self.retry_after = retry_after
         self.upstream_status = upstream_status
         self.upstream_code = upstream_code
@@ -73,106 +56,65 @@ class OpenRouterError(Exception):
 
     def __repr__(self) -> str:
         return (
-            f"{self.__class__.__name__}({self.message!r}, status_code={self.status_code}, "
-            f"type={self.type!r}, upstream_status={self.upstream_status}, attempts={self.attempts})"
+            f"{self.__class__.__name__}({self.message!r}, upstream_status={self.upstream_status}, "
+            f"attempts={self.attempts})"
         )
 
 
 class OpenRouterConfigError(OpenRouterError):
     """Raised at construction when the service is misconfigured (e.g. no ``OPENROUTER_API_KEY``)."""
 
-    status_code = 500
-    type = "configuration_error"
-
 
 class OpenRouterValidationError(OpenRouterError, ValueError):
     """Raised before any network call when messages or parameters are invalid; names the field."""
-
-    status_code = 400
-    type = "invalid_request"
 
 
 class OpenRouterBadRequestError(OpenRouterError):
     """Raised when OpenRouter rejects the request as malformed (upstream 400/422)."""
 
-    status_code = 400
-    type = "bad_request"
-
 
 class OpenRouterContextLengthError(OpenRouterBadRequestError):
     """Raised when the prompt does not fit the model's context window."""
-
-    type = "context_length_exceeded"
 
 
 class OpenRouterNotFoundError(OpenRouterError):
     """Raised when OpenRouter answers 404 (unknown model or endpoint)."""
 
-    status_code = 404
-    type = "not_found"
-
 
 class OpenRouterPayloadTooLargeError(OpenRouterError):
     """Raised when OpenRouter answers 413: the request is too large."""
-
-    status_code = 413
-    type = "payload_too_large"
 
 
 class OpenRouterModerationError(OpenRouterError):
     """Raised when OpenRouter's moderation flags the input (upstream 403); ``metadata`` has the reasons."""
 
-    status_code = 403
-    type = "content_flagged"
-
 
 class OpenRouterAuthError(OpenRouterError):
     """Raised when OpenRouter refuses *our* API key (upstream 401): a server misconfiguration."""
-
-    status_code = 502
-    type = "upstream_auth"
 
 
 class OpenRouterCreditsError(OpenRouterError):
     """Raised when *our* OpenRouter account is out of credits (upstream 402)."""
 
-    status_code = 503
-    type = "upstream_credits"
-
 
 class OpenRouterRateLimitError(OpenRouterError):
     """Raised when upstream rate limiting outlasted our retries or asked for too long a wait."""
-
-    status_code = 503
-    type = "upstream_rate_limited"
 
 
 class OpenRouterServerError(OpenRouterError):
     """Raised when OpenRouter or its provider failed (5xx, 408, errors inside HTTP 200) after retries."""
 
-    status_code = 502
-    type = "upstream_error"
-
 
 class OpenRouterTimeoutError(OpenRouterError):
     """Raised when OpenRouter did not answer within the timeout, on every attempt."""
-
-    status_code = 504
-    type = "upstream_timeout"
 
 
 class OpenRouterConnectionError(OpenRouterError):
     """Raised when OpenRouter could not be reached or dropped the connection, on every attempt."""
 
-    status_code = 502
-    type = "upstream_unreachable"
-
 
 class OpenRouterResponseError(OpenRouterError):
     """Raised when OpenRouter's answer is unusable: not JSON, no ``choices``, a cut stream."""
-
-    status_code = 502
-    type = "bad_upstream_response"
 
 
 class SchemaViolation:
@@ -200,9 +142,6 @@ class SchemaViolation:
 class OpenRouterSchemaError(OpenRouterError):
     """Raised when the model's content breaks the requested ``response_format``, after any re-ask."""
 
-    status_code = 502
-    type = "schema_violation"
-
     def __init__(
         self,
         message: str,
@@ -218,7 +157,7 @@ class OpenRouterSchemaError(OpenRouterError):
         self.usage = usage
 
 
-# Upstream HTTP status -> (error class, whether our retry policy may try again).
+# Upstream HTTP status -> the error class that says what it means.
 _BY_STATUS: dict[int, type[OpenRouterError]] = {
     400: OpenRouterBadRequestError,
     401: OpenRouterAuthError,
@@ -292,12 +231,8 @@ def error_from_upstream(
     else:
         message = upstream_message or f"OpenRouter answered HTTP {effective}."
 
-    status_code = None
-    if cls is OpenRouterServerError and effective == 503:
-        status_code = 503
     return cls(
         message,
-        status_code=status_code,
         retry_after=retry_after,
         upstream_status=effective,
         upstream_code=code if isinstance(code, int | str) else None,

@@ -1,7 +1,9 @@
-"""The retry rule: which failures are tried again, and how long to wait first.
+"""The retry rule: which failures are tried again, how long to wait first, and how long a caller
+should wait once we give up (the ``Retry-After`` they are told).
 
-Pure functions over (attempt, status or exception, headers); nothing here sleeps or touches a socket,
-so the whole rule is tested without either.
+Pure functions over (attempt, status or exception, the server's hint); nothing here sleeps or touches a
+socket, so the whole rule is tested without either. The attempt loop (``attempts.py``) only carries out
+what :meth:`RetryPolicy.decide` says.
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
 
 import httpx
 
 __all__ = [
     "NEVER_RETRIED_STATUSES",
     "RETRYABLE_STATUSES",
+    "TRANSPORT_RETRY_AFTER",
+    "WAITING_HELPS_STATUSES",
+    "RetryDecision",
     "RetryPolicy",
     "is_retryable_exception",
     "is_retryable_status",
@@ -25,6 +31,12 @@ __all__ = [
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 524, 529})
 NEVER_RETRIED_STATUSES = frozenset({400, 401, 402, 403, 404, 413, 422})
+# Upstream statuses after which a caller who waits may well succeed: everything we retry ourselves, and
+# 402, because our account's credits can be topped up while they wait (we do not retry it: not in seconds).
+WAITING_HELPS_STATUSES = RETRYABLE_STATUSES | {402}
+# What a caller is told to wait after OpenRouter could not be reached: the network may be back at once,
+# and a second is short enough not to matter.
+TRANSPORT_RETRY_AFTER = 1.0
 
 
 def is_retryable_status(status: int) -> bool:
@@ -77,6 +89,18 @@ def server_wait_hint(headers: Mapping[str, str], *, now: float | None = None) ->
     return None
 
 
+class RetryDecision(NamedTuple):
+    """What to do after a failed attempt: sleep ``sleep`` seconds and try again, or (``sleep is None``)
+    give up and tell the caller to wait ``retry_after`` seconds (``None``: waiting will not help)."""
+
+    sleep: float | None
+    retry_after: float | None
+
+
+def _no_jitter() -> float:
+    return 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How many times to retry and how long to wait: exponential backoff with jitter, capped.
@@ -119,10 +143,58 @@ class RetryPolicy:
         :meth:`too_long` and fail fast instead of sleeping.
         """
         hint = server_wait_hint(headers, now=now) if headers else None
-        if hint is not None:
-            return hint
-        return self.backoff(attempt, rand=rand)
+        return self._wait(attempt, hint, rand)
 
     def too_long(self, delay: float) -> bool:
         """True when a wait is longer than we are willing to sleep inside one request."""
         return delay > self.max_delay
+
+    def decide(
+        self,
+        attempt: int,
+        *,
+        status: int | None = None,
+        exc: BaseException | None = None,
+        server_wait: float | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> RetryDecision:
+        """After attempt ``attempt`` (1-based) failed with upstream ``status`` or transport failure ``exc``
+        (``server_wait``: the server's parsed hint), sleep and try again, or give up and say how long a
+        caller should wait.
+
+        A wait longer than ``max_delay`` is not slept: the call fails at once and the caller is told that
+        wait instead.
+        """
+        if self.should_retry(attempt, status=status, exc=exc):
+            delay = self._wait(attempt, server_wait, rand)
+            if not self.too_long(delay):
+                return RetryDecision(sleep=delay, retry_after=None)
+            return RetryDecision(sleep=None, retry_after=delay)
+        return RetryDecision(
+            sleep=None, retry_after=self.caller_wait(attempt, status=status, exc=exc, server_wait=server_wait)
+        )
+
+    def caller_wait(
+        self,
+        attempt: int,
+        *,
+        status: int | None = None,
+        exc: BaseException | None = None,
+        server_wait: float | None = None,
+    ) -> float | None:
+        """Seconds a caller should wait before trying again once we gave up after attempt ``attempt``;
+        ``None`` when waiting will not help.
+
+        The server's hint when it gave one; :data:`TRANSPORT_RETRY_AFTER` after a transport failure; our
+        own backoff, without jitter, when the upstream status is one where waiting helps.
+        """
+        if server_wait is not None:
+            return server_wait
+        if exc is not None:
+            return TRANSPORT_RETRY_AFTER
+        if status in WAITING_HELPS_STATUSES:
+            return self.backoff(attempt, rand=_no_jitter)
+        return None
+
+    def _wait(self, attempt: int, server_wait: float | None, rand: Callable[[], float]) -> float:
+        return server_wait if server_wait is not None else self.backoff(attempt, rand=rand)

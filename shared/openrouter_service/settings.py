@@ -15,11 +15,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 if TYPE_CHECKING:
     from .client import OpenRouterService
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "ClientSettings"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "ClientSettings", "blank_is_unset", "url_or_unset"]
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 # The seed's default `openrouter/azure/gpt-4o` is not a real OpenRouter id.
 DEFAULT_MODEL = "openai/gpt-4o"
+
+
+def blank_is_unset(value: object) -> object:
+    """An empty or blank environment variable means "not set"."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def url_or_unset(value: object) -> object:
+    """A URL without its trailing slash; blank means "not set"."""
+    value = blank_is_unset(value)
+    return value.rstrip("/") if isinstance(value, str) else value
 
 
 class ClientSettings(BaseSettings):
@@ -36,17 +47,8 @@ class ClientSettings(BaseSettings):
     openrouter_app_title: str | None = "OpenRouter Functions"
     default_system_prompt: str | None = None
 
-    @field_validator("openrouter_api_key", mode="before")
-    @classmethod
-    def _blank_key_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("openrouter_app_url", mode="before")
-    @classmethod
-    def _blank_url_is_unset(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value.rstrip("/") if isinstance(value, str) else value
+    _blank_key_is_unset = field_validator("openrouter_api_key", mode="before")(blank_is_unset)
+    _url_without_slash = field_validator("openrouter_app_url", mode="before")(url_or_unset)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:

@@ -26,7 +26,7 @@ Connect: TypeAlias = Callable[[int], Awaitable[list[Conn]]]
 TIMEOUT = 20.0  # seconds for a whole test's database work; a deadlock or lost wake-up fails, never hangs
 
 BEGIN = """
-select public.ledger_begin(%(request_id)s, %(user_id)s, 'chat', 'test/model', %(reserve_usd)s::numeric,
+select public.ledger_begin(%(request_id)s, %(user_id)s, %(reserve_usd)s::numeric,
                            %(rpm)s::integer, %(daily_requests)s::integer, %(daily_cost_usd)s::numeric)
 """
 FINISH = "select public.ledger_finish(%(request_id)s, %(user_id)s, %(row)s)"

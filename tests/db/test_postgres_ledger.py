@@ -1,20 +1,23 @@
-"""The direct-Postgres ledger backend against the real SQL functions, and the functions using it."""
+"""What only the direct-Postgres ledger has (a pool, pooler safety), and the functions writing through it.
+
+The ledger's rules are tested once for every backend in test_ledger_contract.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
+import psycopg_pool
 import pytest
 
 from helpers import JWT_SECRET, ROOT, UPSTREAM_KEY, bearer, mint
 from openrouter_devtools.fake_upstream import FakeOpenRouter
 from openrouter_devtools.serve import build_app
 from openrouter_functions.config import Settings
-from openrouter_functions.ledger import LedgerUnavailable, Limits, UsageRecord
+from openrouter_functions.ledger import LedgerUnavailable, Limits
 from openrouter_functions.ledger.postgres import PostgresLedger
 from openrouter_functions.runtime import reset_runtime
 from pgcluster import PgCluster
@@ -24,64 +27,46 @@ def new_user() -> str:
     return str(uuid.uuid4())
 
 
-@pytest.fixture
-async def ledger(pg: PgCluster) -> AsyncIterator[PostgresLedger]:
-    backend = PostgresLedger(pg.dsn)
-    yield backend
-    await backend.aclose()
-
-
-async def test_begin_and_finish_round_trip(ledger: PostgresLedger, pg: PgCluster) -> None:
+async def test_nothing_outlives_a_statement_so_a_transaction_pooler_is_safe(pg: PgCluster) -> None:
+    """Supavisor/PgBouncer in transaction mode hand each statement any server connection: the ledger must
+    keep no prepared statement and no open transaction on one."""
+    ledger = PostgresLedger(pg.dsn, pool_size=1)  # one connection, so every call below runs on it
     user = new_user()
-    admission = await ledger.begin("pg-r1-" + user, user, "chat", "openai/gpt-4o", 0.01, Limits(daily_cost_usd=1.0))
-    assert admission.admitted
-    assert admission.reserved_usd == 0.01
-    record = UsageRecord(
-        "pg-r1-" + user,
-        user,
-        "chat",
-        "openai/gpt-4o",
-        latency_ms=12.7,
-        attempts=2,
-        prompt_tokens=10,
-        completion_tokens=4,
-        total_tokens=14,
-        cost_usd=0.00123,
-        generation_id="gen-1",
-        prompt_preview="hi",
-    )
-    assert await ledger.finish(record)
-    assert not await ledger.finish(record)
-    row = pg.psql(
-        f"select requests, cost_usd, reserved_usd, in_flight from public.usage_daily where user_id = '{user}'"
-    )
-    assert row.strip() == "1|0.00123000|0.00000000|0"
-    logged = pg.psql(f"select latency_ms, attempts, generation_id from public.request_log where user_id = '{user}'")
-    assert logged.strip() == "13|2|gen-1"
+    for i in range(8):  # psycopg prepares a statement on the server from its 5th run, unless told not to
+        await ledger.begin(f"pooler-{i}-{user}", user, 0, Limits())
+
+    pool = await ledger._get_pool()
+    async with pool.connection() as conn:
+        assert conn.autocommit
+        prepared = await (await conn.execute("select count(*) from pg_prepared_statements")).fetchone()
+    assert prepared == (0,)
+    await ledger.aclose()
 
 
-async def test_refusals_come_back_as_admissions(ledger: PostgresLedger) -> None:
-    user = new_user()
-    assert (await ledger.begin("a-" + user, user, "chat", None, 0, Limits(daily_requests=1))).admitted
-    refused = await ledger.begin("b-" + user, user, "chat", None, 0, Limits(daily_requests=1))
-    assert (refused.admitted, refused.reason, refused.limit) == (False, "quota_exceeded", "daily_requests")
-    assert refused.retry_after is not None
-    assert refused.retry_after >= 1
+async def test_first_calls_at_once_open_one_pool(pg: PgCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[psycopg_pool.AsyncConnectionPool] = []
+
+    class CountedPool(psycopg_pool.AsyncConnectionPool):
+        async def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+            opened.append(self)
+            await asyncio.sleep(0.05)  # the window in which a second first call would open another pool
+            await super().open(wait, timeout)
+
+    monkeypatch.setattr(psycopg_pool, "AsyncConnectionPool", CountedPool)
+    ledger = PostgresLedger(pg.dsn)
+
+    assert list(await asyncio.gather(ledger.check(), ledger.check(), ledger.check())) == [True, True, True]
+
+    assert len(opened) == 1
+    await ledger.aclose()
 
 
-async def test_concurrent_begins_through_the_pool(ledger: PostgresLedger) -> None:
-    user = new_user()
-    answers = await asyncio.gather(
-        *(ledger.begin(f"c{i}-{user}", user, "chat", None, 0.01, Limits(daily_cost_usd=0.05)) for i in range(20))
-    )
-    assert sum(a.admitted for a in answers) == 5
-
-
-async def test_unreachable_database_is_ledger_unavailable() -> None:
+async def test_an_unreachable_database_is_ledger_unavailable() -> None:
     broken = PostgresLedger("postgresql://postgres@127.0.0.1:9/none", connect_timeout=1.0)
+
     assert not await broken.check()
-    with pytest.raises(LedgerUnavailable):
-        await broken.begin("x", new_user(), "chat", None, 0, Limits())
+    with pytest.raises(LedgerUnavailable, match="^postgres: "):
+        await broken.begin("x", new_user(), 0, Limits())
     await broken.aclose()
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e_procs import UPSTREAM_KEY, FakeUpstream, Process, Served, clean_env, cli, free_port, functions_env
+from e2e_procs import UPSTREAM_KEY, FakeUpstream, Served, clean_env, cli, functions_env, serving
+
+from helpers import free_port
+from procs import Process
 
 
 @pytest.fixture(scope="session")
@@ -36,14 +39,9 @@ def fake(fake_upstream: FakeUpstream) -> Iterator[FakeUpstream]:
 @pytest.fixture(scope="session")
 def served(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """``openrouter-functions serve`` (``/chat``, ``/completion``, ``/health``, ``/metrics``) on the fake upstream."""
-    port = free_port()
     ledger = tmp_path_factory.mktemp("serve-ledger")
-    process = Process("serve", cli("serve", "--port", str(port)), functions_env(fake_upstream.port, ledger), port)
-    try:
-        process.wait_ready("/health")
+    with serving("serve", functions_env(fake_upstream.port, ledger)) as process:
         yield Served(process.base_url, ledger / "ledger.sqlite3")
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="session")

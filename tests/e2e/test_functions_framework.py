@@ -8,10 +8,11 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from e2e_procs import BIN, HOST, FakeUpstream, Process, free_port, functions_env, stop_all
+from e2e_procs import BIN, FakeUpstream, functions_env
 from openai import OpenAI
 
-from helpers import mint
+from helpers import HOST, free_port, mint
+from procs import Process, stop_all
 
 NAMES = ("chat", "completion", "health")
 MESSAGES = [{"role": "user", "content": "hello bare function"}]

@@ -10,7 +10,10 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from e2e_procs import Process, clean_env, cli, free_port
+from e2e_procs import clean_env, cli, serving
+
+from helpers import free_port
+from procs import Process
 
 BANNER = "OFFLINE MODE"
 
@@ -24,18 +27,16 @@ class Offline:
 
 @pytest.fixture(scope="module")
 def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Offline]:
-    port = free_port()
-    # Nothing but where the embedded ledger goes: no OPENROUTER_* or SUPABASE_* at all.
-    env = clean_env(LEDGER_SQLITE_PATH=str(tmp_path_factory.mktemp("offline-ledger") / "ledger.sqlite3"))
-    process = Process("serve (offline)", cli("serve", "--port", str(port)), env, port)
-    try:
-        banner = process.wait_for_output("curl -s")
+    # Nothing but where the embedded ledger goes: no OPENROUTER_* or SUPABASE_* at all. FUNCTION_TARGET
+    # is set as functions-framework sets it on a laptop too: it is no sign of a cloud runtime.
+    env = clean_env(
+        LEDGER_SQLITE_PATH=str(tmp_path_factory.mktemp("offline-ledger") / "ledger.sqlite3"), FUNCTION_TARGET="chat"
+    )
+    with serving("serve (offline)", env) as process:
+        banner = process.wait_for_output("curl -s")  # printed before the server listens
         match = re.search(r"dev access token[^\n]*:\n\s*(\S+)", banner)
         assert match, f"no dev token in the banner:\n{banner}"
-        process.wait_ready("/health")
         yield Offline(process, banner, match.group(1))
-    finally:
-        process.stop()
 
 
 def test_banner_names_offline_mode_token_and_curl(offline: Offline) -> None:

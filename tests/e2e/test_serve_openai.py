@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from e2e_procs import FakeUpstream, Process, Served, cli, free_port, functions_env
+from e2e_procs import FakeUpstream, Served, functions_env, serving
 from openai import AsyncOpenAI, OpenAI
 from pydantic import BaseModel
 
@@ -284,15 +284,10 @@ def test_midstream_error_is_recorded_as_upstream_error(served: Served, client: O
 @pytest.fixture(scope="module")
 def limited_url(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second ``serve`` whose users may make 2 requests a minute."""
-    port = free_port()
     env = functions_env(fake_upstream.port, tmp_path_factory.mktemp("limited-ledger"))
     env["DEFAULT_RPM"] = "2"
-    process = Process("serve (rpm=2)", cli("serve", "--port", str(port)), env, port)
-    try:
-        process.wait_ready("/health")
+    with serving("serve (rpm=2)", env) as process:
         yield process.base_url
-    finally:
-        process.stop()
 
 
 def test_rate_limit_is_rate_limit_error_with_retry_after(limited_url: str, fake: FakeUpstream) -> None:

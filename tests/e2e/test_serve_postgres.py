@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from e2e_procs import FakeUpstream, Process, cli, free_port, functions_env
+from e2e_procs import FakeUpstream, functions_env, serving
 from openai import OpenAI
 
 from helpers import mint
@@ -31,15 +31,10 @@ def pg() -> Iterator[PgCluster]:
 
 @pytest.fixture(scope="module")
 def serve_pg(pg: PgCluster, fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
     env = functions_env(fake_upstream.port, tmp_path_factory.mktemp("unused-sqlite"))
     env.update(DATABASE_URL=pg.dsn, DEFAULT_DAILY_REQUESTS="3")
-    process = Process("serve-postgres", cli("serve", "--port", str(port)), env, port)
-    try:
-        process.wait_ready("/health")
+    with serving("serve-postgres", env) as process:
         yield process.base_url
-    finally:
-        process.stop()
 
 
 def test_rows_and_sums_land_in_postgres(serve_pg: str, pg: PgCluster, fake: FakeUpstream) -> None:

@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_procs import FakeUpstream, Process, cli, free_port, functions_env
+from e2e_procs import FakeUpstream, functions_env, serving
 from supabase_functions import SyncFunctionsClient
 from supabase_functions.errors import FunctionsHttpError
 
-from helpers import mint
+from helpers import free_port, mint
 
 
 @pytest.fixture(scope="module")
@@ -131,14 +131,9 @@ def test_browser_preflight_allows_supabase_headers(serve_url: str) -> None:
 @pytest.fixture(scope="module")
 def dead_upstream_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``serve`` configured with an OpenRouter URL where nothing listens."""
-    port = free_port()
     env = functions_env(free_port(), tmp_path_factory.mktemp("dead-upstream-ledger"))
-    process = Process("serve (dead upstream)", cli("serve", "--port", str(port)), env, port)
-    try:
-        process.wait_ready("/health", accept=(503,))
+    with serving("serve (dead upstream)", env, accept=(503,)) as process:
         yield process.base_url
-    finally:
-        process.stop()
 
 
 def test_health_is_503_when_upstream_is_down(dead_upstream_url: str) -> None:

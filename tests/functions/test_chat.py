@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from helpers import bearer
+from log_lines import as_json, request_lines
 from openrouter_devtools.fake_upstream import FakeOpenRouter
 from openrouter_functions.metrics import METRICS
 
@@ -167,7 +168,7 @@ async def test_prompt_guard_flags_by_default(client: httpx.AsyncClient, caplog: 
     assert response.status_code == 200
     after = METRICS.value("orf_prompt_guard_total", function="chat", rule="ignore_instructions", action="flagged")
     assert after == before + 1
-    line = json.loads(caplog.records[-1].getMessage())
+    line = as_json(caplog.records[-1])
     assert line["prompt_guard"] == ["ignore_instructions", "reveal_system_prompt"]
 
 
@@ -184,7 +185,7 @@ async def test_prompt_guard_off(client: httpx.AsyncClient, configure: Any, caplo
     configure(PROMPT_GUARD="off")
     caplog.set_level("INFO", logger="openrouter_functions.request")
     await client.post("/chat", json=INJECTION, headers=bearer())
-    assert json.loads(caplog.records[-1].getMessage())["prompt_guard"] is None
+    assert as_json(caplog.records[-1])["prompt_guard"] is None
 
 
 # -- upstream trouble --------------------------------------------------------------------------------
@@ -311,7 +312,7 @@ async def test_mid_stream_error_is_an_error_event_then_done(
     assert error_chunk["error"]["code"] == 429
     assert error_chunk["choices"][0]["finish_reason"] == "error"
     assert json.loads(events[-3][len("data: ") :])["choices"][0]["delta"]["content"] == "Echo: "
-    line = json.loads(caplog.records[-1].getMessage())
+    line = as_json(caplog.records[-1])
     assert line["outcome"] == "upstream_error"
     assert line["error_type"] == "upstream_rate_limited"
 
@@ -329,7 +330,7 @@ async def test_every_request_is_logged_once_without_secrets(
     caplog.set_level("INFO", logger="openrouter_functions.request")
     token = bearer()["Authorization"]
     await client.post("/chat", json={"messages": [{"role": "user", "content": f"my token {token}"}]}, headers=bearer())
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "openrouter_functions.request"]
+    lines = request_lines(caplog.records)
     assert len(lines) == 1
     line = lines[0]
     assert line["function"] == "chat"
@@ -346,6 +347,6 @@ async def test_log_prompts_false_keeps_previews_out(
     configure(LOG_PROMPTS="false")
     caplog.set_level("INFO", logger="openrouter_functions.request")
     await client.post("/chat", json=HI, headers=bearer())
-    line = json.loads(caplog.records[-1].getMessage())
+    line = as_json(caplog.records[-1])
     assert line["prompt_preview"] is None
     assert line["response_preview"] is None

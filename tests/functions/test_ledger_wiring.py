@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from helpers import USER_ID, bearer
+from log_lines import as_json
 from openrouter_devtools.fake_upstream import FakeOpenRouter
 from openrouter_functions.ledger import Admission, LedgerUnavailable, Limits, UsageRecord
 from openrouter_functions.ledger.sqlite import SQLiteLedger
@@ -19,7 +20,7 @@ HI = {"messages": [{"role": "user", "content": "Hello there"}]}
 
 
 def sqlite_ledger() -> SQLiteLedger:
-    ledger = get_runtime().ledger
+    ledger = get_runtime().meter.backend
     assert isinstance(ledger, SQLiteLedger)
     return ledger
 
@@ -153,7 +154,7 @@ class BrokenLedger:
 
 
 def install(runtime: Runtime, ledger: BrokenLedger) -> None:
-    runtime._ledger, runtime._ledger_built = ledger, True  # type: ignore[assignment]
+    runtime.use_ledger(ledger)
 
 
 async def test_ledger_outage_at_begin_fails_closed_by_default(client: httpx.AsyncClient, fake: FakeOpenRouter) -> None:
@@ -183,7 +184,7 @@ async def test_failed_finish_is_retried_then_logged_whole(
     assert ledger.finishes == 3
     assert len(sleeps) == 2
     assert METRICS.value("orf_usage_unrecorded_total", function="chat") == before + 1
-    [line] = [json.loads(r.getMessage()) for r in caplog.records if "usage_unrecorded" in r.getMessage()]
+    [line] = [as_json(r) for r in caplog.records if r.getMessage() == "usage_unrecorded"]
     assert line["record"]["p_user_id"] == USER_ID
     assert line["record"]["p_row"]["cost_usd"] == response.json()["usage"]["cost"]
     assert line["record"]["p_row"]["status"] == 200
@@ -237,14 +238,10 @@ class SlowLedger(BrokenLedger):
         raise AssertionError("unreachable")
 
 
-async def test_a_hanging_ledger_is_bounded_and_then_skipped(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, fake: FakeOpenRouter
-) -> None:
-    from openrouter_functions import endpoints
-
-    monkeypatch.setattr(endpoints, "LEDGER_TIMEOUT", 0.2)
+async def test_a_hanging_ledger_is_bounded_and_then_skipped(client: httpx.AsyncClient, fake: FakeOpenRouter) -> None:
     ledger = SlowLedger()
     install(get_runtime(), ledger)
+    get_runtime().meter.timeout = 0.2
     first = await client.post("/chat", json=HI, headers=bearer())
     assert first.status_code == 503
     assert first.json()["error"]["type"] == "ledger_unavailable"

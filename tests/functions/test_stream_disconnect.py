@@ -6,7 +6,6 @@ Runs the real router under uvicorn on loopback (ASGITransport cannot disconnect 
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 import uvicorn
 
 from helpers import bearer
+from log_lines import request_lines
 from openrouter_devtools.fake_upstream import FakeOpenRouter
 from openrouter_devtools.serve import FunctionsRouter
 from openrouter_functions.ledger.sqlite import SQLiteLedger
@@ -62,12 +62,12 @@ async def test_client_disconnect_closes_upstream(
             break
         await asyncio.sleep(0.02)
     assert slow_fake.active_connections == 0
-    line = json.loads([r for r in caplog.records if r.name == "openrouter_functions.request"][-1].getMessage())
+    line = request_lines(caplog.records)[-1]
     assert line["outcome"] == "cancelled"
     assert line["status"] == 200
     # The provider's usage never arrived, so the request is charged its reservation: hanging up early
     # must not be a way around the daily budget.
-    ledger = get_runtime().ledger
+    ledger = get_runtime().meter.backend
     assert isinstance(ledger, SQLiteLedger)
     [row] = await ledger.rows("request_log")
     assert (row["outcome"], row["cost_usd"]) == ("cancelled", 0.01)

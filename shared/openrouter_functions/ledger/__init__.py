@@ -1,7 +1,9 @@
 """The ledger: per-user admission (rate window, daily quotas, cost reservation) and usage records.
 
-Three backends with one contract (docs/ledger.md): Supabase REST (RPC), direct Postgres and SQLite
-(the embedded default for local runs). Each is imported on first use.
+This module is the contract (docs/ledger.md): the types and the :class:`Ledger` protocol. Three backends
+implement it — Supabase REST (RPC), direct Postgres and SQLite (the embedded default for local runs) —
+each imported on first use. A backend only talks to its store; time bounds, the breaker, retries and
+the failure mode belong to :mod:`.meter`, so they are the same whichever store is configured.
 """
 
 from __future__ import annotations
@@ -109,20 +111,27 @@ class UsageRecord:
 
 
 class Ledger(Protocol):
-    """What every backend provides."""
+    """What every backend provides: ``ledger_begin`` and ``ledger_finish`` of docs/ledger.md on its store.
+
+    Store failures raise :class:`LedgerUnavailable`; a refusal is an answer, not a failure.
+    """
 
     name: str
 
-    async def begin(
-        self, request_id: str, user_id: str, function: str, model: str | None, reserve_usd: float, limits: Limits
-    ) -> Admission: ...
+    async def begin(self, request_id: str, user_id: str, reserve_usd: float, limits: Limits) -> Admission:
+        """Admit the request and reserve ``reserve_usd`` (>= 0), or refuse it.
+
+        ``limits`` are the defaults; the store's ``user_limits`` row overrides them per user. A repeated
+        begin for the same request id returns the first admission and reserves nothing more.
+        """
+        ...
 
     async def finish(self, record: UsageRecord) -> bool:
         """Write the record; False when it was already written (a duplicate finish)."""
         ...
 
     async def check(self) -> bool:
-        """Whether the store answers (for health)."""
+        """Whether the store answers (for health); never raises."""
         ...
 
     async def aclose(self) -> None: ...

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresLedger"]
 
-_BEGIN = "select public.ledger_begin(%s, %s::uuid, %s, %s, %s::numeric, %s::integer, %s::integer, %s::numeric)"
+_BEGIN = "select public.ledger_begin(%s, %s::uuid, %s::numeric, %s::integer, %s::integer, %s::numeric)"
 _FINISH = "select public.ledger_finish(%s, %s::uuid, %s::jsonb)"
 
 
@@ -27,6 +27,9 @@ class PostgresLedger:
     name = "postgres"
 
     def __init__(self, dsn: str, *, pool_size: int = 4, connect_timeout: float = 5.0) -> None:
+        # connect_timeout is how long reaching the store may take (libpq's connect, and the wait for a
+        # pooled connection), not a per-call bound (the meter owns that): the pool connects in a worker
+        # task that a caller's cancellation does not stop, so only this keeps it from hanging.
         self._dsn = dsn
         self._pool_size = pool_size
         self._timeout = connect_timeout
@@ -69,21 +72,9 @@ class PostgresLedger:
             raise
         return row[0] if row else None
 
-    async def begin(
-        self, request_id: str, user_id: str, function: str, model: str | None, reserve_usd: float, limits: Limits
-    ) -> Admission:
+    async def begin(self, request_id: str, user_id: str, reserve_usd: float, limits: Limits) -> Admission:
         answer = await self._one(
-            _BEGIN,
-            (
-                request_id,
-                user_id,
-                function,
-                model,
-                max(0.0, reserve_usd),
-                limits.rpm,
-                limits.daily_requests,
-                limits.daily_cost_usd,
-            ),
+            _BEGIN, (request_id, user_id, reserve_usd, limits.rpm, limits.daily_requests, limits.daily_cost_usd)
         )
         return Admission.from_json(answer)
 

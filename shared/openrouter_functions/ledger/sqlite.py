@@ -1,50 +1,99 @@
-"""The embedded ledger: SQLite, for local runs. Same contract and semantics as the SQL functions.
+"""The embedded ledger: SQLite, for local runs. The same contract and rules as the SQL functions.
 
-``BEGIN IMMEDIATE`` takes SQLite's write lock before reading, which makes each begin/finish atomic
-across threads and processes sharing the file.
+The tables mirror ``supabase/migrations``: the same names, columns and meaning, with timestamps as UTC
+ISO-8601 text (``2026-11-27T12:00:00.000Z``, which sorts like the time it names), days as
+``YYYY-MM-DD`` and money as reals rounded to 8 places like ``numeric(14, 8)``. ``_begin`` and
+``_finish`` follow ``public.ledger_begin`` and ``public.ledger_finish`` step by step, in the same
+order, so the two read side by side; a change to one belongs in the other.
+
+``BEGIN IMMEDIATE`` takes SQLite's write lock before anything is read. It plays the part of the SQL
+functions' lock on the user's ``usage_daily`` row (for every user at once, which a local run can
+afford), for every thread and process sharing the file.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 from . import Admission, LedgerUnavailable, Limits, UsageRecord
 
-__all__ = ["SQLiteLedger"]
+__all__ = ["SCHEMA_VERSION", "TABLES", "SQLiteLedger"]
 
-STALE_RESERVATION_SECONDS = 15 * 60
+STALE_AFTER = timedelta(minutes=15)
+PREVIEW_CHARS = 512
 
-_SCHEMA = """
-create table if not exists request_log (
-  request_id text primary key, user_id text not null, function text not null, model text,
-  status integer not null, error_type text, outcome text, latency_ms real, attempts integer,
-  prompt_tokens integer, completion_tokens integer, total_tokens integer, cost_usd real,
-  generation_id text, prompt_preview text, response_preview text,
-  created_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
-create index if not exists request_log_user_created on request_log (user_id, created_at desc);
-create table if not exists usage_daily (
-  user_id text not null, day text not null, requests integer not null default 0,
-  prompt_tokens integer not null default 0, completion_tokens integer not null default 0,
-  cost_usd real not null default 0, reserved_usd real not null default 0, in_flight integer not null default 0,
-  primary key (user_id, day));
-create table if not exists user_limits (
-  user_id text primary key, rpm integer, daily_requests integer, daily_cost_usd real, updated_at text);
-create table if not exists rate_windows (
-  user_id text not null, window_start integer not null, count integer not null default 0,
-  primary key (user_id, window_start));
-create table if not exists ledger_reservations (
-  request_id text primary key, user_id text not null, day text not null, reserved_usd real not null,
-  created_at real not null);
-"""
+# Kept in ``pragma user_version``. Files written before it existed (version 0) have another layout: a
+# per-minute rate_windows table, no admission or total_tokens columns.
+SCHEMA_VERSION = 1
 
-_ROW_KEYS = (
+TABLES = ("request_log", "usage_daily", "user_limits", "rate_windows", "ledger_reservations")
+
+_NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"  # the SQL tables' `default now()`, for rows added by hand
+
+_SCHEMA = (
+    f"""create table request_log (
+      request_id        text primary key,
+      user_id           text not null,
+      function          text,
+      model             text,
+      status            integer,
+      error_type        text,
+      outcome           text,
+      latency_ms        integer,
+      attempts          integer,
+      prompt_tokens     integer,
+      completion_tokens integer,
+      total_tokens      integer,
+      cost_usd          real,
+      generation_id     text,
+      prompt_preview    text check (length(prompt_preview) <= {PREVIEW_CHARS}),
+      response_preview  text check (length(response_preview) <= {PREVIEW_CHARS}),
+      created_at        text not null default {_NOW})""",
+    "create index request_log_user_id_created_at_idx on request_log (user_id, created_at desc)",
+    f"""create table usage_daily (
+      user_id           text not null,
+      day               text not null,
+      requests          integer not null default 0 check (requests >= 0),
+      in_flight         integer not null default 0 check (in_flight >= 0),
+      prompt_tokens     integer not null default 0,
+      completion_tokens integer not null default 0,
+      total_tokens      integer not null default 0,
+      cost_usd          real not null default 0,
+      reserved_usd      real not null default 0 check (reserved_usd >= 0),
+      updated_at        text not null default {_NOW},
+      primary key (user_id, day))""",
+    f"""create table user_limits (
+      user_id        text primary key,
+      rpm            integer check (rpm >= 0),
+      daily_requests integer check (daily_requests >= 0),
+      daily_cost_usd real check (daily_cost_usd >= 0),
+      updated_at     text not null default {_NOW})""",
+    """create table rate_windows (
+      user_id      text primary key,
+      window_start text not null,
+      requests     integer not null default 0 check (requests >= 0))""",
+    f"""create table ledger_reservations (
+      request_id text primary key,
+      user_id    text not null,
+      day        text not null,
+      amount_usd real not null check (amount_usd >= 0),
+      admission  text not null,
+      created_at text not null default {_NOW})""",
+    "create index ledger_reservations_user_id_created_at_idx on ledger_reservations (user_id, created_at)",
+)
+
+_LOG_COLUMNS = (
+    "request_id",
+    "user_id",
     "function",
     "model",
     "status",
@@ -59,7 +108,59 @@ _ROW_KEYS = (
     "generation_id",
     "prompt_preview",
     "response_preview",
+    "created_at",
 )
+
+# A user's usage row for a day, made sure to exist.
+_DAY_ROW = "insert into usage_daily (user_id, day, updated_at) values (?, ?, ?) on conflict do nothing"
+
+# Usage settled by a finish: on the reservation's day releasing it, or on today for a request that ran
+# without one (then nothing is released).
+_SETTLE = """
+update usage_daily
+   set requests = requests + 1,
+       prompt_tokens = prompt_tokens + coalesce(?, 0),
+       completion_tokens = completion_tokens + coalesce(?, 0),
+       total_tokens = total_tokens + coalesce(?, 0),
+       cost_usd = round(cost_usd + coalesce(?, 0), 8),
+       reserved_usd = max(round(reserved_usd - ?, 8), 0),
+       in_flight = max(in_flight - ?, 0),
+       updated_at = ?
+ where user_id = ? and day = ?
+"""
+
+
+def _timestamp(moment: datetime) -> str:
+    """A UTC time as the tables keep it; the same text as SQLite's ``strftime('%Y-%m-%dT%H:%M:%fZ')``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _money(value: Any) -> float | None:
+    """What ``numeric(14, 8)`` keeps of a number: rounded half away from zero to 8 places, as Postgres does."""
+    if value is None:
+        return None
+    return float(Decimal(repr(value)).quantize(Decimal("1e-8"), ROUND_HALF_UP))
+
+
+def _whole(value: Any) -> int | None:
+    """A JSON number stored in an integer column: rounded half away from zero, as Postgres does."""
+    if value is None:
+        return None
+    return int(Decimal(repr(value)).quantize(Decimal(1), ROUND_HALF_UP))
+
+
+def _preview(value: Any) -> str | None:
+    """Previews are cut rather than rejected by the CHECK: losing the log row (and the usage settlement
+    with it) over a long preview would be the worse failure."""
+    return None if value is None else str(value)[:PREVIEW_CHARS]
+
+
+def _seconds_until(moment: datetime, until: datetime) -> int:
+    return max(1, math.ceil((until - moment).total_seconds()))
+
+
+def _refusal(reason: str, limit: str, retry_after: int) -> dict[str, Any]:
+    return {"admitted": False, "reason": reason, "limit": limit, "retry_after": retry_after}
 
 
 class SQLiteLedger:
@@ -67,7 +168,8 @@ class SQLiteLedger:
 
     Calls run inline on the event loop: each is a few local statements (~0.3 ms), and handing them to a
     worker thread cost more CPU than the work itself on our machines. The lock keeps the connection
-    safe if the ledger is ever shared across threads.
+    safe if the ledger is ever shared across threads. ``clock`` (seconds since the epoch) is what
+    ``now()`` is in the SQL functions.
     """
 
     name = "sqlite"
@@ -83,156 +185,224 @@ class SQLiteLedger:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            conn.execute("pragma journal_mode=wal")
-            conn.execute("pragma synchronous=normal")
-            conn.executescript(_SCHEMA)
+            try:
+                conn.execute("pragma journal_mode=wal")
+                conn.execute("pragma synchronous=normal")
+                self._create_tables(conn)
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
         return self._conn
 
+    @staticmethod
+    def _create_tables(conn: sqlite3.Connection) -> None:
+        """Create the tables, or recreate them when the file holds another schema version.
+
+        The file is a local development ledger (the deployed functions keep theirs in Postgres), so a
+        file from an earlier version is started afresh instead of migrated: its counts and logs are
+        dropped. Under ``BEGIN IMMEDIATE``, so two processes opening one file do it once.
+        """
+        conn.execute("begin immediate")
+        try:
+            (version,) = conn.execute("pragma user_version").fetchone()
+            if version != SCHEMA_VERSION:
+                for table in TABLES:
+                    conn.execute(f"drop table if exists {table}")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"pragma user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            conn.execute("rollback")
+            raise
+        conn.execute("commit")
+
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        def locked() -> Any:
-            with self._lock:
+        with self._lock:
+            try:
                 conn = self._connection()
                 conn.execute("begin immediate")
-                try:
-                    result = fn(conn, *args)
-                except BaseException:
-                    conn.execute("rollback")
-                    raise
+            except (sqlite3.Error, OSError) as exc:
+                raise LedgerUnavailable(f"sqlite: {exc}") from exc
+            try:
+                result = fn(conn, *args)
                 conn.execute("commit")
-                return result
+            except BaseException as exc:
+                if conn.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
+                    conn.execute("rollback")
+                if isinstance(exc, sqlite3.Error | OSError):
+                    raise LedgerUnavailable(f"sqlite: {exc}") from exc
+                raise
+            return result
 
-        try:
-            return locked()
-        except (sqlite3.Error, OSError) as exc:
-            raise LedgerUnavailable(f"sqlite: {exc}") from exc
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
 
-    # -- begin --------------------------------------------------------------------------------------
+    # -- begin: public.ledger_begin -----------------------------------------------------------------
 
-    async def begin(
-        self, request_id: str, user_id: str, function: str, model: str | None, reserve_usd: float, limits: Limits
-    ) -> Admission:
-        result: Admission = await self._run(self._begin, request_id, user_id, max(0.0, reserve_usd), limits)
-        return result
+    async def begin(self, request_id: str, user_id: str, reserve_usd: float, limits: Limits) -> Admission:
+        answer: dict[str, Any] = await self._run(self._begin, request_id, user_id, reserve_usd, limits)
+        return Admission.from_json(answer)
 
     def _begin(
-        self, conn: sqlite3.Connection, request_id: str, user_id: str, reserve: float, defaults: Limits
-    ) -> Admission:
-        now = self._clock()
-        moment = datetime.fromtimestamp(now, UTC)
+        self, conn: sqlite3.Connection, request_id: str, user_id: str, reserve_usd: float, defaults: Limits
+    ) -> dict[str, Any]:
+        moment = self._now()
+        now = _timestamp(moment)
         day = moment.date().isoformat()
-        existing = conn.execute(
-            "select reserved_usd from ledger_reservations where request_id = ?", (request_id,)
-        ).fetchone()
-        if existing is not None:
-            return Admission(True, reserved_usd=existing[0])
-        self._release_stale(conn, user_id, now)
-        row = conn.execute(
-            "select rpm, daily_requests, daily_cost_usd from user_limits where user_id = ?", (user_id,)
-        ).fetchone()
-        rpm = row[0] if row and row[0] is not None else defaults.rpm
-        daily_requests = row[1] if row and row[1] is not None else defaults.daily_requests
-        daily_cost = row[2] if row and row[2] is not None else defaults.daily_cost_usd
-        conn.execute("insert or ignore into usage_daily (user_id, day) values (?, ?)", (user_id, day))
-        requests, cost, reserved, in_flight = conn.execute(
-            "select requests, cost_usd, reserved_usd, in_flight from usage_daily where user_id = ? and day = ?",
+        window = moment.replace(second=0, microsecond=0)
+        next_midnight = datetime.combine(moment.date() + timedelta(days=1), datetime.min.time(), UTC)
+        stale_before = _timestamp(moment - STALE_AFTER)
+        reserve = _money(reserve_usd) or 0.0
+        if reserve < 0:
+            raise LedgerUnavailable(f"sqlite: ledger_begin: p_reserve_usd must be >= 0, got {reserve_usd}")
+
+        # The user's row for today exists from here on (the SQL function locks it; the file lock taken by
+        # BEGIN IMMEDIATE already serializes us).
+        conn.execute(_DAY_ROW, (user_id, day, now))
+
+        # Release reservations whose instance died between begin and finish (older than 15 minutes).
+        conn.execute(
+            """
+            update usage_daily as u
+               set in_flight = max(u.in_flight - per_day.requests, 0),
+                   reserved_usd = max(round(u.reserved_usd - per_day.amount_usd, 8), 0),
+                   updated_at = ?
+              from (select r.day, count(*) as requests, sum(r.amount_usd) as amount_usd
+                      from ledger_reservations r
+                     where r.user_id = ? and r.created_at < ?
+                     group by r.day) as per_day
+             where u.user_id = ? and u.day = per_day.day
+            """,
+            (now, user_id, stale_before, user_id),
+        )
+        conn.execute("delete from ledger_reservations where user_id = ? and created_at < ?", (user_id, stale_before))
+        requests, in_flight, cost_usd, reserved_usd = conn.execute(
+            "select requests, in_flight, cost_usd, reserved_usd from usage_daily where user_id = ? and day = ?",
             (user_id, day),
         ).fetchone()
-        window = int(now // 60) * 60
-        if rpm is not None:
-            count = conn.execute(
-                "select count from rate_windows where user_id = ? and window_start = ?", (user_id, window)
-            ).fetchone()
-            if (count[0] if count else 0) >= rpm:
-                return Admission(False, "rate_limited", "rpm", max(1, int(window + 60 - now + 0.999)))
-        to_midnight = max(
-            1,
-            int(
-                (datetime.combine(moment.date() + timedelta(days=1), datetime.min.time(), UTC) - moment).total_seconds()
-                + 0.999
-            ),
-        )
+
+        # A repeated begin (a retried call) gets the first admission back and reserves nothing more.
+        repeated = conn.execute(
+            "select admission from ledger_reservations where request_id = ? and user_id = ?", (request_id, user_id)
+        ).fetchone()
+        if repeated is not None:
+            first: dict[str, Any] = json.loads(repeated[0])
+            return first
+
+        # Limits: the user's override, else the function's default; None means unlimited.
+        own = conn.execute(
+            "select rpm, daily_requests, daily_cost_usd from user_limits where user_id = ?", (user_id,)
+        ).fetchone() or (None, None, None)
+        rpm = own[0] if own[0] is not None else defaults.rpm
+        daily_requests = own[1] if own[1] is not None else defaults.daily_requests
+        daily_cost = _money(own[2] if own[2] is not None else defaults.daily_cost_usd)
+
+        counted = conn.execute(
+            "select case when window_start = ? then requests else 0 end from rate_windows where user_id = ?",
+            (_timestamp(window), user_id),
+        ).fetchone()
+        window_count = counted[0] if counted else 0
+
+        if rpm is not None and window_count >= rpm:
+            return _refusal("rate_limited", "rpm", _seconds_until(moment, window + timedelta(minutes=1)))
+
+        # In-flight requests count against the daily quota: otherwise a burst of parallel requests would
+        # all see the same settled count and overshoot it.
         if daily_requests is not None and requests + in_flight >= daily_requests:
-            return Admission(False, "quota_exceeded", "daily_requests", to_midnight)
-        if daily_cost is not None and cost + reserved + reserve > daily_cost + 1e-12:
-            return Admission(False, "quota_exceeded", "daily_cost_usd", to_midnight)
-        conn.execute(
-            "insert into rate_windows (user_id, window_start, count) values (?, ?, 1) "
-            "on conflict (user_id, window_start) do update set count = count + 1",
-            (user_id, window),
-        )
-        conn.execute("delete from rate_windows where user_id = ? and window_start < ?", (user_id, window - 120))
-        conn.execute(
-            "update usage_daily set in_flight = in_flight + 1, reserved_usd = reserved_usd + ? "
-            "where user_id = ? and day = ?",
-            (reserve, user_id, day),
-        )
-        conn.execute(
-            "insert into ledger_reservations (request_id, user_id, day, reserved_usd, created_at) "
-            "values (?, ?, ?, ?, ?)",
-            (request_id, user_id, day, reserve, now),
-        )
-        return Admission(True, reserved_usd=reserve)
+            return _refusal("quota_exceeded", "daily_requests", _seconds_until(moment, next_midnight))
 
-    def _release_stale(self, conn: sqlite3.Connection, user_id: str, now: float) -> None:
-        stale = conn.execute(
-            "select request_id, day, reserved_usd from ledger_reservations where user_id = ? and created_at < ?",
-            (user_id, now - STALE_RESERVATION_SECONDS),
-        ).fetchall()
-        for request_id, day, amount in stale:
-            conn.execute(
-                "update usage_daily set in_flight = max(in_flight - 1, 0), reserved_usd = max(reserved_usd - ?, 0) "
-                "where user_id = ? and day = ?",
-                (amount, user_id, day),
-            )
-            conn.execute("delete from ledger_reservations where request_id = ?", (request_id,))
+        # Summed in floats, compared as numeric(14, 8) would: 0.03 + 0.02 reaches a 0.05 limit, it does not pass it.
+        if daily_cost is not None and (_money(cost_usd + reserved_usd + reserve) or 0.0) > daily_cost:
+            return _refusal("quota_exceeded", "daily_cost_usd", _seconds_until(moment, next_midnight))
 
-    # -- finish -------------------------------------------------------------------------------------
+        # Admitted: count the request in its minute window and take the reservation.
+        conn.execute(
+            """
+            insert into rate_windows (user_id, window_start, requests) values (?, ?, 1)
+            on conflict (user_id) do update
+               set requests = case when window_start = excluded.window_start then requests + 1 else 1 end,
+                   window_start = excluded.window_start
+            """,
+            (user_id, _timestamp(window)),
+        )
+        conn.execute(
+            "update usage_daily set in_flight = in_flight + 1, reserved_usd = round(reserved_usd + ?, 8), "
+            "updated_at = ? where user_id = ? and day = ?",
+            (reserve, now, user_id, day),
+        )
+        answer = {
+            "admitted": True,
+            "day": day,
+            "reserved_usd": reserve,
+            "limits": {"rpm": rpm, "daily_requests": daily_requests, "daily_cost_usd": daily_cost},
+        }
+        conn.execute(
+            "insert into ledger_reservations (request_id, user_id, day, amount_usd, admission, created_at) "
+            "values (?, ?, ?, ?, ?, ?)",
+            (request_id, user_id, day, reserve, json.dumps(answer), now),
+        )
+        return answer
+
+    # -- finish: public.ledger_finish ---------------------------------------------------------------
 
     async def finish(self, record: UsageRecord) -> bool:
-        recorded: bool = await self._run(self._finish, record)
-        return recorded
+        answer: dict[str, Any] = await self._run(self._finish, record.request_id, record.user_id, record.row())
+        return bool(answer["recorded"])
 
-    def _finish(self, conn: sqlite3.Connection, record: UsageRecord) -> bool:
-        row = record.row()
-        values = [row.get(key) for key in _ROW_KEYS]
-        cursor = conn.execute(
-            f"insert or ignore into request_log (request_id, user_id, {', '.join(_ROW_KEYS)}) "  # noqa: S608
-            f"values (?, ?, {', '.join('?' for _ in _ROW_KEYS)})",
-            (record.request_id, record.user_id, *values),
-        )
-        if cursor.rowcount == 0:
-            return False
-        reservation = conn.execute(
-            "select day, reserved_usd from ledger_reservations where request_id = ? and user_id = ?",
-            (record.request_id, record.user_id),
-        ).fetchone()
-        if reservation is not None:
-            day, amount = reservation
-            conn.execute("delete from ledger_reservations where request_id = ?", (record.request_id,))
-            released = 1
-        elif record.admitted:
-            # It ran but its reservation is gone (outlived the stale sweep, or the ledger was down at begin).
-            day, amount, released = datetime.fromtimestamp(self._clock(), UTC).date().isoformat(), 0.0, 0
-            conn.execute("insert or ignore into usage_daily (user_id, day) values (?, ?)", (record.user_id, day))
-        else:
-            return True
-        conn.execute(
-            "update usage_daily set requests = requests + 1, prompt_tokens = prompt_tokens + ?, "
-            "completion_tokens = completion_tokens + ?, cost_usd = round(cost_usd + ?, 8), "
-            "reserved_usd = max(round(reserved_usd - ?, 8), 0), in_flight = max(in_flight - ?, 0) "
-            "where user_id = ? and day = ?",
+    def _finish(self, conn: sqlite3.Connection, request_id: str, user_id: str, row: dict[str, Any]) -> dict[str, Any]:
+        moment = self._now()
+        now = _timestamp(moment)
+        tokens = tuple(_whole(row.get(key)) for key in ("prompt_tokens", "completion_tokens", "total_tokens"))
+        cost_usd = _money(row.get("cost_usd"))
+
+        logged = conn.execute(
+            f"insert into request_log ({', '.join(_LOG_COLUMNS)}) "  # noqa: S608 - fixed column names
+            f"values ({', '.join('?' for _ in _LOG_COLUMNS)}) on conflict (request_id) do nothing",
             (
-                record.prompt_tokens or 0,
-                record.completion_tokens or 0,
-                record.cost_usd or 0.0,
-                amount,
-                released,
-                record.user_id,
-                day,
+                request_id,
+                user_id,
+                row.get("function"),
+                row.get("model"),
+                _whole(row.get("status")),
+                row.get("error_type"),
+                row.get("outcome"),
+                _whole(row.get("latency_ms")),
+                _whole(row.get("attempts")),
+                *tokens,
+                cost_usd,
+                row.get("generation_id"),
+                _preview(row.get("prompt_preview")),
+                _preview(row.get("response_preview")),
+                now,
             ),
         )
-        return True
+        if logged.rowcount == 0:
+            return {"recorded": False, "duplicate": True}
+
+        settled = False
+        reservation = conn.execute(
+            "select day from ledger_reservations where request_id = ? and user_id = ?", (request_id, user_id)
+        ).fetchone()
+        if reservation is not None:
+            day = reservation[0]
+            released = conn.execute(
+                "delete from ledger_reservations where request_id = ? and user_id = ? returning amount_usd",
+                (request_id, user_id),
+            ).fetchone()
+            settled = released is not None
+            if settled:
+                # Settled on the reservation's day: a request that crosses midnight counts where it began.
+                conn.execute(_SETTLE, (*tokens, cost_usd, released[0], 1, now, user_id, day))
+
+        # A request that ran but holds no reservation any more (it outlived the 15-minute stale sweep, or
+        # it was served while begin was failing and LEDGER_FAILURE_MODE=open) is still counted, on today.
+        if not settled and row.get("admitted"):
+            day = moment.date().isoformat()
+            conn.execute(_DAY_ROW, (user_id, day, now))
+            conn.execute(_SETTLE, (*tokens, cost_usd, 0, 0, now, user_id, day))
+
+        return {"recorded": True}
 
     async def check(self) -> bool:
         try:
@@ -247,11 +417,11 @@ class SQLiteLedger:
                 self._conn.close()
                 self._conn = None
 
-    # -- reading (tests, local tools) ---------------------------------------------------------------
+    # -- reading and limits (tests, local tools) ----------------------------------------------------
 
     async def rows(self, table: str) -> list[dict[str, Any]]:
         """Every row of one ledger table, as dicts."""
-        if table not in ("request_log", "usage_daily", "user_limits", "rate_windows", "ledger_reservations"):
+        if table not in TABLES:
             raise ValueError(table)
 
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -270,6 +440,6 @@ class SQLiteLedger:
                 "values (?, ?, ?, ?, ?) "
                 "on conflict (user_id) do update set rpm = excluded.rpm, daily_requests = excluded.daily_requests, "
                 "daily_cost_usd = excluded.daily_cost_usd, updated_at = excluded.updated_at",
-                (user_id, limits.rpm, limits.daily_requests, limits.daily_cost_usd, json.dumps(self._clock())),
+                (user_id, limits.rpm, limits.daily_requests, _money(limits.daily_cost_usd), _timestamp(self._now())),
             )
         )

@@ -3,7 +3,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(76);
+select plan(77);
 
 -- Two users with a row of their own in every user-facing table, and some internal bookkeeping.
 -- user A = aaaaaaaa-…, user B = bbbbbbbb-…
@@ -59,20 +59,25 @@ select table_privs_are('public', name, role, case when name in ('rate_windows', 
   from ledger_tables, unnest(array['anon', 'authenticated']) as role
  order by name, role;
 
--- The ledger functions: security definer, empty search_path, callable by service_role only (12) ----
+-- The ledger functions: one ledger_begin, security definer, empty search_path, callable by service_role
+-- only (13) -------------------------------------------------------------------------------------------
 
-select is_definer('public', 'ledger_begin', array['text', 'uuid', 'text', 'text', 'numeric', 'integer', 'integer', 'numeric'],
+select is(array(select p.oid::regprocedure::text from pg_catalog.pg_proc p
+                 where p.proname = 'ledger_begin' and p.pronamespace = 'public'::regnamespace),
+          array['ledger_begin(text,uuid,numeric,integer,integer,numeric)'],
+          'ledger_begin exists once, without the p_function/p_model parameters of its first version');
+select is_definer('public', 'ledger_begin', array['text', 'uuid', 'numeric', 'integer', 'integer', 'numeric'],
   'ledger_begin runs with its owner''s rights');
 select is_definer('public', 'ledger_finish', array['text', 'uuid', 'jsonb'],
   'ledger_finish runs with its owner''s rights');
 select is((select proconfig from pg_catalog.pg_proc
-            where oid = 'public.ledger_begin(text, uuid, text, text, numeric, integer, integer, numeric)'::regprocedure),
+            where oid = 'public.ledger_begin(text, uuid, numeric, integer, integer, numeric)'::regprocedure),
           array['search_path=""', 'lock_timeout=3s'], 'ledger_begin pins an empty search_path and a lock timeout');
 select is((select proconfig from pg_catalog.pg_proc where oid = 'public.ledger_finish(text, uuid, jsonb)'::regprocedure),
           array['search_path=""', 'lock_timeout=3s'], 'ledger_finish pins an empty search_path and a lock timeout');
 
 select function_privs_are('public', 'ledger_begin',
-         array['text', 'uuid', 'text', 'text', 'numeric', 'integer', 'integer', 'numeric'], role,
+         array['text', 'uuid', 'numeric', 'integer', 'integer', 'numeric'], role,
          case when role = 'service_role' then array['EXECUTE'] else array[]::text[] end,
          format('%s %s execute ledger_begin', role, case when role = 'service_role' then 'may' else 'may not' end))
   from unnest(array['anon', 'authenticated', 'service_role']) as role;
@@ -80,7 +85,7 @@ select function_privs_are('public', 'ledger_finish', array['text', 'uuid', 'json
          case when role = 'service_role' then array['EXECUTE'] else array[]::text[] end,
          format('%s %s execute ledger_finish', role, case when role = 'service_role' then 'may' else 'may not' end))
   from unnest(array['anon', 'authenticated', 'service_role']) as role;
-select ok(not has_function_privilege('public', 'public.ledger_begin(text, uuid, text, text, numeric, integer, integer, numeric)', 'execute'),
+select ok(not has_function_privilege('public', 'public.ledger_begin(text, uuid, numeric, integer, integer, numeric)', 'execute'),
   'PUBLIC may not execute ledger_begin');
 select ok(not has_function_privilege('public', 'public.ledger_finish(text, uuid, jsonb)', 'execute'),
   'PUBLIC may not execute ledger_finish');
@@ -115,7 +120,7 @@ select throws_ok(format(stmt, name), '42501', null, format('user A cannot %s %s'
                ('truncate', 'truncate public.%I')) as s(verb, stmt)
  order by name, verb;
 
-select throws_ok($$ select public.ledger_begin('forged', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'chat', null, 0, null, null, null) $$,
+select throws_ok($$ select public.ledger_begin('forged', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 0, null, null, null) $$,
   '42501', null, 'user A cannot admit themselves through ledger_begin');
 select throws_ok($$ select public.ledger_finish('req-a-open', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', '{"cost_usd": 0}') $$,
   '42501', null, 'user A cannot settle their own usage through ledger_finish');
@@ -134,7 +139,7 @@ select throws_ok(format('insert into public.%I default values', name), '42501', 
 select throws_ok(format('select * from public.%I', name), '42501', null, format('anon cannot read %s', name))
   from ledger_tables where name in ('rate_windows', 'ledger_reservations') order by name;
 select throws_ok($$ update public.user_limits set rpm = null $$, '42501', null, 'anon cannot lift anyone''s limits');
-select throws_ok($$ select public.ledger_begin('anon-1', '00000000-0000-0000-0000-000000000000', 'chat', null, 0, null, null, null) $$,
+select throws_ok($$ select public.ledger_begin('anon-1', '00000000-0000-0000-0000-000000000000', 0, null, null, null) $$,
   '42501', null, 'anon cannot execute ledger_begin');
 select throws_ok($$ select public.ledger_finish('anon-1', '00000000-0000-0000-0000-000000000000', '{}') $$,
   '42501', null, 'anon cannot execute ledger_finish');
@@ -145,7 +150,7 @@ reset role;
 set local role service_role;
 select set_config('request.jwt.claims', '{"role": "service_role"}', true);
 
-select is(public.ledger_begin('svc-1', '00000000-0000-0000-0000-000000000000', 'chat', 'test/model', 0.01, null, null, null) ->> 'admitted',
+select is(public.ledger_begin('svc-1', '00000000-0000-0000-0000-000000000000', 0.01, null, null, null) ->> 'admitted',
           'true', 'service_role can execute ledger_begin (for the nil-uuid server caller too)');
 select is(public.ledger_finish('svc-1', '00000000-0000-0000-0000-000000000000', '{"status": 200, "cost_usd": 0.002}'),
           '{"recorded": true}'::jsonb, 'service_role can execute ledger_finish');

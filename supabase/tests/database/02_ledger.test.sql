@@ -11,7 +11,7 @@ create function pg_temp.begin_request(
   request_id text, user_id uuid, reserve_usd numeric default 0.01,
   rpm integer default null, daily_requests integer default null, daily_cost_usd numeric default null
 ) returns jsonb language sql as $$
-  select public.ledger_begin(request_id, user_id, 'chat', 'test/model', reserve_usd, rpm, daily_requests, daily_cost_usd)
+  select public.ledger_begin(request_id, user_id, reserve_usd, rpm, daily_requests, daily_cost_usd)
 $$;
 
 create function pg_temp.finish_request(
@@ -181,7 +181,7 @@ select is((select body ->> 'limit' from answer where name = 'u5c'), 'daily_reque
 
 select throws_ok($$ select pg_temp.begin_request('neg', '10000000-0000-4000-8000-000000000005', -0.01) $$,
                  '22023', null, 'a negative reservation is an error');
-select throws_ok($$ select public.ledger_begin(null, '10000000-0000-4000-8000-000000000005', 'chat', null, 0, null, null, null) $$,
+select throws_ok($$ select public.ledger_begin(null, '10000000-0000-4000-8000-000000000005', 0, null, null, null) $$,
                  '22004', null, 'a begin without a request id is an error');
 
 -- Finish is idempotent (5) --------------------------------------------------------------------------

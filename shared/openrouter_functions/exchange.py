@@ -1,0 +1,150 @@
+"""What one request did: filled in as the pipeline runs, then written once to metrics and the log,
+and turned into the ledger's usage record."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from openrouter_service.client import Completion
+from openrouter_service.errors import OpenRouterError, OpenRouterSchemaError
+from openrouter_service.redact import preview
+
+from .envelope import ApiError
+from .ledger import UsageRecord, ledger_user_id
+from .metrics import METRICS
+
+__all__ = ["Exchange"]
+
+log = logging.getLogger("openrouter_functions.request")
+
+
+def _count(usage: dict[str, Any], key: str) -> int | None:
+    value = usage.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request through a function, from arrival to its log line."""
+
+    function: str
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    # The ledger's idempotency key is ours, never the caller's X-Request-Id: a reused id must not be
+    # able to turn a finish into a "duplicate" and so escape metering.
+    ledger_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    user_id: str | None = None
+    is_service: bool = False
+    admitted: bool = False  # the ledger admitted it and holds a reservation
+    reserved_usd: float = 0.0
+    unmetered: bool = False  # served while the ledger was down (LEDGER_FAILURE_MODE=open)
+    ledger_refused: bool = False  # refused because the ledger is down: nothing ran, nothing to record
+    model: str | None = None
+    status: int = 200
+    error_type: str | None = None
+    attempts: int = 0
+    usage: dict[str, Any] | None = None
+    generation_id: str | None = None
+    guard: tuple[str, ...] = ()
+    prompt_preview: str | None = None
+    response_preview: str | None = None
+    outcome: str = "ok"
+
+    def fail(self, error: ApiError) -> None:
+        self.status, self.error_type = error.status, error.type
+        self.outcome = "error"
+
+    def note_completion(self, completion: Completion, *, keep_previews: bool) -> None:
+        """What a finished upstream call tells the log and the ledger."""
+        self.attempts = completion.attempts
+        self.usage = completion.usage
+        data = completion.data
+        self.generation_id = data.get("id") if isinstance(data.get("id"), str) else None
+        if isinstance(data.get("model"), str):
+            self.model = data["model"]
+        if keep_previews:
+            self.response_preview = preview(completion.content or "")
+
+    def note_failure(self, exc: OpenRouterError) -> None:
+        """What a failed upstream call tells: attempts, and usage that was still billed (schema re-asks)."""
+        self.attempts = exc.attempts
+        if isinstance(exc, OpenRouterSchemaError) and isinstance(exc.usage, dict):
+            self.usage = exc.usage
+
+    def usage_record(self, *, keep_previews: bool) -> UsageRecord:
+        """The ledger row for this request."""
+        assert self.user_id is not None
+        usage = self.usage or {}
+        cost = usage.get("cost")
+        cost_usd = float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None
+        if cost_usd is None and self.outcome == "cancelled" and self.admitted:
+            # The caller hung up before the provider's usage arrived; OpenRouter still bills what was
+            # generated. Charging the reservation keeps hanging up from being a way around the budget.
+            cost_usd = self.reserved_usd
+        return UsageRecord(
+            request_id=self.ledger_id,
+            user_id=ledger_user_id(self.user_id),
+            function=self.function,
+            model=self.model,
+            status=self.status,
+            error_type=self.error_type,
+            outcome=self.outcome,
+            latency_ms=round((time.perf_counter() - self.started) * 1000.0, 2),
+            attempts=self.attempts,
+            prompt_tokens=_count(usage, "prompt_tokens"),
+            completion_tokens=_count(usage, "completion_tokens"),
+            total_tokens=_count(usage, "total_tokens"),
+            cost_usd=cost_usd,
+            generation_id=self.generation_id,
+            prompt_preview=self.prompt_preview if keep_previews else None,
+            response_preview=self.response_preview if keep_previews else None,
+            admitted=self.admitted or self.unmetered,
+        )
+
+    def record(self) -> None:
+        """Metrics and the request's one log line, at the level its status deserves."""
+        elapsed = time.perf_counter() - self.started
+        model = self.model or "none"
+        METRICS.inc("orf_requests_total", function=self.function, status=str(self.status), model=model)
+        METRICS.observe_latency(elapsed, function=self.function)
+        if self.attempts:
+            METRICS.inc("orf_upstream_attempts_total", self.attempts, function=self.function)
+            if self.attempts > 1:
+                METRICS.inc("orf_upstream_retries_total", self.attempts - 1, function=self.function)
+        usage = self.usage or {}
+        prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        cost = usage.get("cost")
+        if isinstance(prompt_tokens, int):
+            METRICS.inc("orf_tokens_total", prompt_tokens, function=self.function, model=model, kind="prompt")
+        if isinstance(completion_tokens, int):
+            METRICS.inc("orf_tokens_total", completion_tokens, function=self.function, model=model, kind="completion")
+        if isinstance(cost, int | float):
+            METRICS.inc("orf_cost_usd_total", float(cost), function=self.function, model=model)
+        # A stream that failed after its 200 went out is a failure too, whatever its status says.
+        failed = self.status >= 500 or self.outcome == "upstream_error"
+        level = logging.ERROR if failed else logging.WARNING if self.status >= 400 else logging.INFO
+        if not log.isEnabledFor(level):
+            return
+        fields = {
+            "request_id": self.request_id,
+            "function": self.function,
+            "user_id": self.user_id,
+            "model": self.model,
+            "status": self.status,
+            "error_type": self.error_type,
+            "outcome": self.outcome,
+            "latency_ms": round(elapsed * 1000.0, 2),
+            "attempts": self.attempts,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "cost": cost,
+            "generation_id": self.generation_id,
+            "prompt_guard": list(self.guard) or None,
+            "prompt_preview": self.prompt_preview,
+            "response_preview": self.response_preview,
+        }
+        log.log(level, "%s %s %s", self.function, self.status, self.outcome, extra={"json_fields": fields})

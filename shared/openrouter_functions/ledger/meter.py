@@ -1,0 +1,170 @@
+"""Metering: quota admission and usage settlement around whichever ledger backend is configured.
+
+The backends only talk to their store. Everything about *how* we depend on the store lives here:
+each call bounded in time, a breaker so an outage does not add seconds to every request, the failure
+mode (closed: refuse; open: serve unmetered), finish retries, and the ``usage_unrecorded`` line that
+keeps a record that could not be written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from ..envelope import ApiError
+from ..metrics import METRICS
+from . import Admission, Ledger, LedgerUnavailable, Limits, UsageRecord
+
+__all__ = ["Meter", "Ticket"]
+
+log = logging.getLogger("openrouter_functions.ledger")
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+
+CALL_TIMEOUT = 5.0
+BREAKER_SECONDS = 5.0
+FINISH_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Admission's outcome for one request that may run."""
+
+    reserved_usd: float = 0.0
+    # Served while the ledger was down (LEDGER_FAILURE_MODE=open): nothing reserved, usage still counted.
+    unmetered: bool = False
+
+
+class Meter:
+    """Admits requests against per-user limits and settles their usage, whatever the backend."""
+
+    def __init__(
+        self,
+        backend: Ledger | None,
+        *,
+        failure_mode: Literal["closed", "open"] = "closed",
+        reserve_usd: float = 0.01,
+        default_limits: Limits | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.backend = backend
+        self.failure_mode = failure_mode
+        self.reserve_usd = reserve_usd
+        self.default_limits = default_limits or Limits()
+        self.sleep = sleep
+        self.timeout = CALL_TIMEOUT
+        self._down_until = 0.0
+
+    @property
+    def name(self) -> str:
+        """The backend's name, ``off`` when there is none."""
+        return self.backend.name if self.backend is not None else "off"
+
+    def suspended(self) -> bool:
+        """Whether the breaker is open: the store failed moments ago."""
+        return time.monotonic() < self._down_until
+
+    async def _call(self, call: Callable[[], Awaitable[T]], *, respect_breaker: bool = True) -> T:
+        """One store round trip, bounded in time; any failure is LedgerUnavailable and opens the breaker."""
+        if respect_breaker and self.suspended():
+            raise LedgerUnavailable("the ledger failed moments ago; not retried yet")
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await call()
+        except Exception as exc:
+            self._down_until = time.monotonic() + BREAKER_SECONDS
+            if isinstance(exc, LedgerUnavailable):
+                raise
+            detail = "timed out" if isinstance(exc, TimeoutError) else f"{exc.__class__.__name__}: {exc}"
+            raise LedgerUnavailable(detail) from exc
+
+    async def admit(self, request_id: str, user_id: str, function: str, *, unlimited: bool = False) -> Ticket:
+        """Rate window, daily quotas and a cost reservation in one round trip.
+
+        Raises :class:`ApiError` 429 when a limit is reached, and :class:`LedgerUnavailable` when the
+        store is down and the failure mode is closed. ``unlimited`` (trusted server callers) is logged
+        and counted but never limited.
+        """
+        backend = self.backend
+        if backend is None:
+            return Ticket()
+        limits = Limits() if unlimited else self.default_limits
+        try:
+            admission = await self._call(lambda: backend.begin(request_id, user_id, self.reserve_usd, limits))
+        except LedgerUnavailable as exc:
+            METRICS.inc("orf_ledger_errors_total", function=function, op="begin")
+            log.warning("ledger_begin_failed", extra={"json_fields": {"request_id": request_id, "error": str(exc)}})
+            if self.failure_mode == "open":
+                return Ticket(unmetered=True)
+            raise
+        if not admission.admitted:
+            raise _refusal(admission)
+        return Ticket(reserved_usd=admission.reserved_usd)
+
+    async def settle(self, record: UsageRecord, *, request_id: str) -> None:
+        """Write the request's log row and usage, retried; a record that cannot be written is logged whole."""
+        backend = self.backend
+        if backend is None:
+            return
+        error: Exception | None = None
+        # With the breaker open the row goes straight to the log line below instead of holding the
+        # caller; otherwise a finish gets its retries.
+        attempts = 1 if self.suspended() else FINISH_ATTEMPTS
+        for attempt in range(attempts):
+            try:
+                await self._call(lambda: backend.finish(record), respect_breaker=attempts == 1)
+                return
+            except LedgerUnavailable as exc:
+                error = exc
+                METRICS.inc("orf_ledger_errors_total", function=record.function, op="finish")
+                if attempt + 1 < attempts:
+                    await self.sleep(0.1 * 3**attempt)
+        METRICS.inc("orf_usage_unrecorded_total", function=record.function)
+        # One line carrying the whole row, so it can be replayed into ledger_finish later.
+        log.error(
+            "usage_unrecorded",
+            extra={
+                "json_fields": {
+                    "request_id": request_id,
+                    "error": str(error),
+                    "record": {"p_request_id": record.request_id, "p_user_id": record.user_id, "p_row": record.row()},
+                }
+            },
+        )
+
+    async def check(self, within: float = 3.0) -> bool:
+        """Whether the store answers (health); True when metering is off."""
+        if self.backend is None:
+            return True
+        try:
+            return await asyncio.wait_for(self.backend.check(), within)
+        except TimeoutError:
+            return False
+
+    async def aclose(self) -> None:
+        if self.backend is not None:
+            await self.backend.aclose()
+
+
+def _refusal(admission: Admission) -> ApiError:
+    if admission.reason == "rate_limited":
+        return ApiError(
+            429,
+            "rate_limited",
+            "Too many requests; slow down.",
+            retry_after=admission.retry_after,
+            details={"limit": admission.limit},
+        )
+    what = {"daily_cost_usd": "daily spending", "daily_requests": "daily request"}.get(admission.limit or "", "daily")
+    return ApiError(
+        429,
+        "quota_exceeded",
+        f"The {what} limit for your account is reached; it resets at midnight UTC.",
+        retry_after=admission.retry_after,
+        details={"limit": admission.limit},
+    )

@@ -1,0 +1,90 @@
+"""Every log line is one JSON object on stdout, in one shape, written by one formatter.
+
+Code logs with the standard library and passes its fields as ``extra={"json_fields": {...}}`` (the
+convention google-cloud-logging's structured handler reads too). The formatter turns the record into
+``{"severity", "message", "logger", ...fields}``: ``severity`` is the record's level, so
+``LOG_LEVEL=WARNING`` hides exactly the lines that say INFO. Secrets are masked by a filter on the
+handler, so no line reaches stdout with an API key, bearer token or JWT in it, whoever wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from openrouter_service.redact import mask_secrets
+
+__all__ = ["JsonFormatter", "MaskSecrets", "configure_logging"]
+
+# Cloud Logging's severity names; Python's CRITICAL is theirs too.
+_SEVERITY = {"WARN": "WARNING", "FATAL": "CRITICAL"}
+_LOGGERS = ("openrouter_functions", "openrouter_service")
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    return value
+
+
+class MaskSecrets(logging.Filter):
+    """Masks keys, bearer tokens and JWTs in a record's message and structured fields."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        fields = getattr(record, "json_fields", None)
+        if isinstance(fields, dict):
+            record.json_fields = _masked(fields)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: severity from the level, the message, the logger, the fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "severity": _SEVERITY.get(record.levelname, record.levelname),
+            "message": record.getMessage(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "json_fields", None)
+        if isinstance(fields, dict):
+            # A field never replaces the three keys every line is read by.
+            line.update((k, v) for k, v in fields.items() if k not in line)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str | None = None) -> None:
+    """Install the JSON handler on the product's loggers once (what Cloud Run and DigitalOcean collect).
+
+    The functions log every request at its own level; the client logs its calls too, but only its
+    problems are worth a line next to the request's own (WARNING and up).
+    """
+    chosen = (level or os.environ.get("LOG_LEVEL", "INFO")).upper()
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.handlers:
+            continue
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonFormatter())
+        handler.addFilter(MaskSecrets())
+        logger.addHandler(handler)
+        logger.setLevel(chosen if name == "openrouter_functions" else max(logging.WARNING, _level(chosen)))
+        logger.propagate = False
+
+
+def _level(name: str) -> int:
+    value = logging.getLevelName(name)
+    return value if isinstance(value, int) else logging.INFO

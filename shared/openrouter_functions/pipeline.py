@@ -1,0 +1,208 @@
+"""The request pipeline: the order in which a function checks, admits, calls, settles and answers.
+
+The order is written once, in :func:`run_call`, because it decides when a user's quota is spent:
+nothing is admitted (and so nothing counted) before the caller is authenticated, the body parsed, the
+operator's policy applied and the request validated; once admitted, the request is settled whatever
+happens next. :func:`serve_request` wraps every function (calls and health alike) with what each
+answer needs: CORS, a request id, the error envelope, the ledger record and the log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from openrouter_service.client import Completion
+from openrouter_service.errors import OpenRouterError
+from openrouter_service.redact import preview
+
+from .bodies import read_json
+from .cors import cors_headers, preflight_headers
+from .envelope import ApiError, error_response, reply_for
+from .exchange import Exchange
+from .ledger import LedgerUnavailable, ledger_user_id
+from .metrics import METRICS
+from .policy import apply_policy
+from .relay import relay_stream
+from .runtime import Runtime, get_runtime
+
+__all__ = ["Call", "CallSpec", "run_call", "serve_request"]
+
+log = logging.getLogger("openrouter_functions")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+Handler = Callable[[Request, Exchange, Runtime], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a caller asked for, parsed from the body: what to send upstream, and the text to preview."""
+
+    messages: list[Any]
+    params: dict[str, Any]
+    response_format: dict[str, Any] | None = None
+    stream: bool = False
+    prompt: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallSpec:
+    """What differs between the functions that call a model: their paths, body and answer."""
+
+    name: str
+    paths: frozenset[str]
+    not_found: str
+    parse: Callable[[Any], Call]
+    respond: Callable[[Completion, Call], Response]
+
+    async def handle(self, request: Request, exchange: Exchange, runtime: Runtime) -> Response:
+        """This function's answer to one request (the pipeline's :data:`Handler`)."""
+        return await run_call(request, exchange, runtime, self)
+
+
+def request_id(request: Request) -> str:
+    """The caller's ``X-Request-Id`` when it is sane, else a new one."""
+    given = request.headers.get("x-request-id")
+    if given and _REQUEST_ID.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def route(request: Request) -> str:
+    """The path below the function's own URL ('' for the function itself)."""
+    path: str = request.scope.get("path", "/")
+    root: str = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path.rstrip("/")
+
+
+def require_method(request: Request, *allowed: str) -> None:
+    """405 with ``Allow`` unless the request uses one of ``allowed``."""
+    if request.method not in allowed:
+        shown = [m for m in allowed if m != "HEAD"]
+        raise ApiError(
+            405,
+            "method_not_allowed",
+            f"Use {' or '.join(shown)}.",
+            headers={"Allow": ", ".join([*shown, "OPTIONS"])},
+        )
+
+
+async def run_call(request: Request, exchange: Exchange, runtime: Runtime, spec: CallSpec) -> Response:
+    """parse -> authenticate -> policy -> validate -> admit -> call -> (settle) -> respond."""
+    if route(request) not in spec.paths:
+        raise ApiError(404, "not_found", spec.not_found)
+    require_method(request, "POST")
+    settings = runtime.settings
+
+    caller = await runtime.authenticate(request.headers.get("authorization"))
+    exchange.user_id, exchange.is_service = caller.user_id, caller.is_service
+    call = spec.parse(await read_json(request, settings.max_body_bytes))
+
+    service = runtime.service
+    decision = apply_policy(settings, call.messages, call.params, service.model_name)
+    exchange.model = decision.model
+    if decision.guard_hits:
+        exchange.guard = decision.guard_hits
+        action = "blocked" if decision.guard_blocked else "flagged"
+        for rule in decision.guard_hits:
+            METRICS.inc("orf_prompt_guard_total", function=exchange.function, rule=rule, action=action)
+        if decision.guard_blocked:
+            raise ApiError(400, "prompt_rejected", "The request looks like a prompt-injection attempt.")
+    if settings.log_prompts:
+        exchange.prompt_preview = preview(call.prompt)
+    # Bad input is refused before admission, so a client bug never spends the user's quota.
+    service.validate_request(
+        call.messages, model_params=decision.params, response_format=call.response_format, stream=call.stream
+    )
+
+    await _admit(runtime, exchange)
+    try:
+        if call.stream:
+            stream = service.stream_chat_completion(call.messages, model_params=decision.params)
+            return await relay_stream(
+                stream, exchange, lambda: _finish(runtime, exchange), keep_previews=settings.log_prompts
+            )
+        completion = await service.complete(
+            call.messages, model_params=decision.params, response_format=call.response_format
+        )
+    except OpenRouterError as exc:
+        exchange.note_failure(exc)
+        raise
+    exchange.note_completion(completion, keep_previews=settings.log_prompts)
+    return spec.respond(completion, call)
+
+
+async def _admit(runtime: Runtime, exchange: Exchange) -> None:
+    assert exchange.user_id is not None
+    try:
+        ticket = await runtime.meter.admit(
+            exchange.ledger_id, ledger_user_id(exchange.user_id), exchange.function, unlimited=exchange.is_service
+        )
+    except (LedgerUnavailable, ApiError) as exc:
+        # Refused by the ledger's limits (429): the refusal is logged in the ledger. Refused because the
+        # ledger is down or misconfigured: nothing ran and there is nowhere to record it.
+        exchange.ledger_refused = not (isinstance(exc, ApiError) and exc.status == 429)
+        raise
+    exchange.admitted = not ticket.unmetered
+    exchange.unmetered = ticket.unmetered
+    exchange.reserved_usd = ticket.reserved_usd
+
+
+async def _finish(runtime: Runtime | None, exchange: Exchange) -> None:
+    """The ledger record (retried, never lost silently) and the log line, once per request."""
+    if runtime is not None and exchange.user_id is not None and not exchange.ledger_refused:
+        try:
+            meter = runtime.meter
+        except ApiError:
+            meter = None
+        if meter is not None:
+            record = exchange.usage_record(keep_previews=runtime.settings.log_prompts)
+            await meter.settle(record, request_id=exchange.request_id)
+    exchange.record()
+
+
+async def serve_request(request: Request, function: str, handler: Handler) -> Response:
+    """Run ``handler`` for one request with CORS, a request id, the error envelope, settlement and log."""
+    exchange = Exchange(function, request_id(request))
+    origin = request.headers.get("origin")
+    runtime: Runtime | None = None
+    allowed: tuple[str, ...] = ("*",)
+    streaming = False
+    try:
+        runtime = get_runtime()
+        allowed = runtime.settings.allowed_origins
+        if request.method == "OPTIONS":
+            response: Response = Response(status_code=204, headers=preflight_headers(origin, allowed))
+            exchange.status = 204
+        else:
+            response = await handler(request, exchange, runtime)
+            streaming = isinstance(response, StreamingResponse)
+    except Exception as exc:
+        error = reply_for(exc)
+        if error.type == "internal":
+            log.exception("unhandled error in %s", function)
+        exchange.fail(error)
+        response = error_response(error)
+    except BaseException:
+        # Cancelled (the server is shutting down, or the caller left): the reservation is still settled
+        # and the request still logged.
+        exchange.status, exchange.outcome = 499, "cancelled"
+        with anyio.CancelScope(shield=True):
+            await _finish(runtime, exchange)
+        raise
+    response.headers.update(cors_headers(origin, allowed))
+    response.headers["X-Request-Id"] = exchange.request_id
+    if not streaming:  # a stream settles when it ends (relay)
+        await _finish(runtime, exchange)
+    return response

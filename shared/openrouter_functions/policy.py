@@ -1,0 +1,67 @@
+"""Request policy: which models may be called, how many output tokens, what the prompt guard says.
+
+A pure step: it reads the caller's parameters and returns what to send, never changing the caller's
+objects. It raises the 400 a caller should see when the request is outside the operator's policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from openrouter_service.messages import normalize_model
+
+from .config import Settings
+from .envelope import ApiError
+from .guard import scan_messages
+
+__all__ = ["Decision", "apply_policy", "model_allowed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the policy allows: the model that will be asked, the parameters to send, guard hits."""
+
+    model: str
+    params: dict[str, Any]
+    guard_hits: tuple[str, ...] = ()
+    guard_blocked: bool = False
+
+
+def model_allowed(model: str, allowed: Sequence[str]) -> bool:
+    """Whether ``model`` matches the allow-list (empty: everything; ``vendor/*``: a whole vendor)."""
+    if not allowed:
+        return True
+    return any(model == entry or (entry.endswith("*") and model.startswith(entry[:-1])) for entry in allowed)
+
+
+def apply_policy(
+    settings: Settings, messages: Sequence[Any], params: Mapping[str, Any], default_model: str
+) -> Decision:
+    """The allowed request, or ApiError 400 (``model_not_allowed``, ``max_tokens_exceeded``, ``prompt_rejected``)."""
+    requested = params.get("model")
+    model = normalize_model(requested) if isinstance(requested, str) and requested.strip() else default_model
+    allowed = settings.allowed_models
+    names = [model]
+    fallbacks = params.get("models")
+    if isinstance(fallbacks, list):
+        names += [normalize_model(m) if isinstance(m, str) else str(m) for m in fallbacks]
+    for name in names:
+        if not model_allowed(name, allowed):
+            raise ApiError(400, "model_not_allowed", f"The model {name!r} is not available here.")
+
+    send = dict(params)
+    cap = settings.max_output_tokens
+    if cap is not None:
+        for key in ("max_tokens", "max_completion_tokens"):
+            value = params.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+                raise ApiError(400, "max_tokens_exceeded", f"{key} may be at most {cap}.")
+        if "max_tokens" not in params and "max_completion_tokens" not in params:
+            send["max_tokens"] = cap  # unset would mean the model's own (often much larger) limit
+
+    hits: tuple[str, ...] = ()
+    if settings.prompt_guard != "off":
+        hits = tuple(scan_messages(m for m in messages if isinstance(m, Mapping)))
+    return Decision(model, send, hits, guard_blocked=bool(hits) and settings.prompt_guard == "block")

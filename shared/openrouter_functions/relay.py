@@ -1,0 +1,118 @@
+"""Passing an upstream stream on to the caller as server-sent events.
+
+Owns everything a streamed answer needs in one place: encoding chunks and keep-alive comments, the
+closing ``[DONE]``, an upstream failure after the 200 went out (an error event in OpenRouter's shape),
+the caller hanging up (upstream closed at once), and the request's settlement when the stream ends,
+however it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+from starlette.responses import Response, StreamingResponse
+
+from openrouter_service.client import ChatStream
+from openrouter_service.errors import OpenRouterError
+from openrouter_service.redact import preview
+from openrouter_service.sse import SSEComment
+
+from .envelope import reply_for
+from .exchange import Exchange
+
+__all__ = ["encode_event", "relay_stream"]
+
+DONE_EVENT = b"data: [DONE]\n\n"
+PREVIEW_CHARS = 600
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def encode_event(item: dict[str, Any] | SSEComment) -> bytes:
+    """One SSE event: a chunk as ``data:`` JSON, a keep-alive as a comment line."""
+    if isinstance(item, SSEComment):
+        return f": {item.text}\n\n".encode()
+    return b"data: " + json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+def _error_event(stream: ChatStream, error: OpenRouterError, exchange: Exchange) -> bytes:
+    reply = reply_for(error)
+    event = {
+        "id": stream.generation_id or exchange.request_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": stream.model or exchange.model,
+        "error": {
+            "code": error.upstream_status or reply.status,
+            "message": error.message,
+            "metadata": {
+                "type": reply.type,
+                **({"error_type": error.metadata["error_type"]} if "error_type" in error.metadata else {}),
+            },
+        },
+        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+    }
+    return encode_event(event)
+
+
+def _collect(chunk: dict[str, Any], pieces: list[str]) -> None:
+    choices = chunk.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        delta = choices[0].get("delta")
+        if isinstance(delta, dict) and isinstance(delta.get("content"), str) and sum(map(len, pieces)) < PREVIEW_CHARS:
+            pieces.append(delta["content"])
+
+
+async def relay_stream(
+    stream: ChatStream, exchange: Exchange, finish: Callable[[], Awaitable[None]], *, keep_previews: bool
+) -> Response:
+    """The streaming response; ``finish`` (settle and log) runs once when the stream is over."""
+    events = stream.events()
+    # Wait for the first event so that a failure before the stream starts (bad model, upstream down
+    # after retries) is an ordinary HTTP error, not a 200 whose body is an error.
+    try:
+        first: dict[str, Any] | SSEComment | None = await events.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await stream.aclose()
+        exchange.attempts = stream.attempts
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        pieces: list[str] = []
+        try:
+            if first is not None:
+                if isinstance(first, dict):
+                    _collect(first, pieces)
+                yield encode_event(first)
+            async for item in events:
+                if isinstance(item, dict):
+                    _collect(item, pieces)
+                yield encode_event(item)
+            yield DONE_EVENT
+        except OpenRouterError as exc:
+            exchange.fail(reply_for(exc))
+            exchange.status = 200  # the HTTP status already went out
+            exchange.outcome = "upstream_error"
+            yield _error_event(stream, exc, exchange)
+            yield DONE_EVENT
+        except BaseException:
+            exchange.outcome = "cancelled"
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+                exchange.attempts = stream.attempts
+                exchange.usage = stream.usage
+                exchange.generation_id = stream.generation_id
+                if stream.model:
+                    exchange.model = stream.model
+                if keep_previews:
+                    exchange.response_preview = preview("".join(pieces))
+                await finish()
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=HEADERS)
