@@ -257,7 +257,6 @@ async def in_memory(rounds: int, calls: int) -> dict[str, Any]:
             )
             runtimes[ledger] = runtime
         service = OpenRouterService(API_KEY, http_client=httpx.AsyncClient(transport=httpx.MockTransport(upstream)))
-        import openrouter_functions.runtime as runtime_module
 
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://in.memory") as http:
 
@@ -269,7 +268,7 @@ async def in_memory(rounds: int, calls: int) -> dict[str, Any]:
 
             def chat(ledger: str) -> Any:
                 async def call() -> None:
-                    runtime_module._RUNTIME = runtimes[ledger]
+                    reset_runtime(runtimes[ledger])
                     response = await http.post("/chat", json=body, headers=auth)
                     assert response.status_code == 200, response.text
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from openrouter_functions.config import Settings, on_cloud_runtime
-from openrouter_functions.envelope import REPLIES, ApiError, error_response, reply_for
+from openrouter_functions.envelope import REPLIES, error_response, reply_for
 from openrouter_functions.ledger import LedgerUnavailable
 from openrouter_functions.logs import JsonFormatter, MaskSecrets, configure_logging
 from openrouter_functions.policy import apply_policy
@@ -28,6 +28,7 @@ def settings(**env: str) -> Settings:
 def test_policy_returns_what_to_send_and_leaves_the_callers_params_alone() -> None:
     params = {"temperature": 0.2}
     decision = apply_policy(settings(MAX_OUTPUT_TOKENS="64"), [], params, "openai/gpt-4o")
+    assert decision.refusal is None
     assert decision.params == {"temperature": 0.2, "max_tokens": 64}
     assert params == {"temperature": 0.2}
     assert decision.model == "openai/gpt-4o"
@@ -46,16 +47,17 @@ def test_policy_names_the_model_it_will_ask() -> None:
     ],
 )
 def test_policy_checks_the_model_and_every_fallback(params: dict[str, Any], refused: str) -> None:
-    with pytest.raises(ApiError) as caught:
-        apply_policy(settings(ALLOWED_MODELS="anthropic/*,openai/gpt-4o"), [], params, "openai/gpt-4o")
-    assert (caught.value.status, caught.value.type) == (400, "model_not_allowed")
-    assert refused in caught.value.message
+    decision = apply_policy(settings(ALLOWED_MODELS="anthropic/*,openai/gpt-4o"), [], params, "openai/gpt-4o")
+    assert decision.refusal is not None
+    assert (decision.refusal.status, decision.refusal.type) == (400, "model_not_allowed")
+    assert refused in decision.refusal.message
+    assert decision.model == params["model"]  # the refused request is still logged with its model
 
 
 def test_policy_caps_output_tokens() -> None:
-    with pytest.raises(ApiError) as caught:
-        apply_policy(settings(MAX_OUTPUT_TOKENS="64"), [], {"max_completion_tokens": 65}, "m/x")
-    assert (caught.value.type, caught.value.message) == (
+    decision = apply_policy(settings(MAX_OUTPUT_TOKENS="64"), [], {"max_completion_tokens": 65}, "m/x")
+    assert decision.refusal is not None
+    assert (decision.refusal.type, decision.refusal.message) == (
         "max_tokens_exceeded",
         "max_completion_tokens may be at most 64.",
     )
@@ -66,9 +68,10 @@ def test_policy_reports_guard_hits_and_whether_they_block() -> None:
     flagged = apply_policy(settings(), messages, {}, "m/x")
     blocked = apply_policy(settings(PROMPT_GUARD="block"), messages, {}, "m/x")
     off = apply_policy(settings(PROMPT_GUARD="off"), messages, {}, "m/x")
-    assert (flagged.guard_hits, flagged.guard_blocked) == (("ignore_instructions",), False)
-    assert (blocked.guard_hits, blocked.guard_blocked) == (("ignore_instructions",), True)
-    assert (off.guard_hits, off.guard_blocked) == ((), False)
+    assert (flagged.guard_hits, flagged.refusal) == (("ignore_instructions",), None)
+    assert blocked.guard_hits == ("ignore_instructions",)
+    assert blocked.refusal is not None and blocked.refusal.type == "prompt_rejected"
+    assert (off.guard_hits, off.refusal) == ((), None)
 
 
 # -- the exception -> HTTP table -----------------------------------------------------------------------

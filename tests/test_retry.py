@@ -147,8 +147,10 @@ def test_when_waiting_cannot_help_the_caller_is_told_no_wait(status: int | None)
     assert EXACT.decide(1, status=status) == RetryDecision(sleep=None, retry_after=None)
 
 
-def test_a_server_hint_on_a_final_error_is_passed_on() -> None:
-    assert EXACT.decide(1, status=400, server_wait=30.0) == RetryDecision(sleep=None, retry_after=30.0)
+def test_a_server_hint_on_a_final_error_is_passed_on_where_waiting_helps() -> None:
+    assert EXACT.decide(1, status=402, server_wait=30.0) == RetryDecision(sleep=None, retry_after=30.0)
+    # A 400 stays wrong however long the caller waits, whatever header came with it.
+    assert EXACT.decide(1, status=400, server_wait=30.0) == RetryDecision(sleep=None, retry_after=None)
 
 
 def test_transport_failures_sleep_backoff_then_tell_the_caller_one_second() -> None:

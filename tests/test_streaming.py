@@ -282,7 +282,7 @@ def step_reply(step: str, streamed: bool) -> httpx.Response:
         (["error 502 in 200"] * 3, ("OpenRouterServerError", 3, 2.0), [0.5, 1.0]),
         (["429 retry-after 3600"], ("OpenRouterRateLimitError", 1, 3600.0), []),
         (["402"], ("OpenRouterCreditsError", 1, 0.5), []),
-        (["400 retry-after 30"], ("OpenRouterBadRequestError", 1, 30.0), []),
+        (["400 retry-after 30"], ("OpenRouterBadRequestError", 1, None), []),
         (["refused"] * 3, ("OpenRouterConnectionError", 3, 1.0), [0.5, 1.0]),
     ],
 )

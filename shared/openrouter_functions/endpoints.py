@@ -12,30 +12,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from openrouter_service.client import Completion
+from openrouter_service.messages import last_user_text
 
 from .bodies import parse_chat, parse_completion
-from .envelope import ApiError, json_response
+from .envelope import json_response
 from .health import check_health
 from .pipeline import Call, CallSpec, serve_request
 
 __all__ = ["chat_endpoint", "completion_endpoint", "health_endpoint"]
 
 
-def _last_user_text(messages: list[Any]) -> str:
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list):
-                content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-            return str(content)
-    return ""
-
-
 def _chat_call(body: Any) -> Call:
     chat = parse_chat(body)
-    if chat.stream and chat.response_format is not None:
-        raise ApiError(400, "invalid_request", "response_format cannot be combined with stream.")
-    return Call(chat.messages, chat.params, chat.response_format, chat.stream, _last_user_text(chat.messages))
+    return Call(chat.messages, chat.params, chat.response_format, chat.stream, last_user_text(chat.messages))
 
 
 def _chat_answer(completion: Completion, call: Call) -> Response:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.responses import Response
 
@@ -28,7 +28,7 @@ from openrouter_service import errors
 
 from .ledger import LedgerUnavailable
 
-__all__ = ["REPLIES", "ApiError", "error_body", "error_response", "json_response", "reply_for"]
+__all__ = ["REPLIES", "ApiError", "Reply", "error_body", "error_response", "json_response", "reply_for"]
 
 
 class ApiError(Exception):
@@ -53,63 +53,67 @@ class ApiError(Exception):
         self.details = details
 
 
-# Exception class -> (HTTP status, type word). Looked up along the class's MRO, most specific first.
-REPLIES: dict[type[BaseException], tuple[int, str]] = {
-    errors.OpenRouterConfigError: (500, "configuration_error"),
-    errors.OpenRouterValidationError: (400, "invalid_request"),
-    errors.OpenRouterContextLengthError: (400, "context_length_exceeded"),
-    errors.OpenRouterBadRequestError: (400, "bad_request"),
-    errors.OpenRouterNotFoundError: (404, "not_found"),
-    errors.OpenRouterPayloadTooLargeError: (413, "payload_too_large"),
-    errors.OpenRouterModerationError: (403, "content_flagged"),
-    errors.OpenRouterAuthError: (502, "upstream_auth"),
-    errors.OpenRouterCreditsError: (503, "upstream_credits"),
-    errors.OpenRouterRateLimitError: (503, "upstream_rate_limited"),
-    errors.OpenRouterServerError: (502, "upstream_error"),
-    errors.OpenRouterTimeoutError: (504, "upstream_timeout"),
-    errors.OpenRouterConnectionError: (502, "upstream_unreachable"),
-    errors.OpenRouterResponseError: (502, "bad_upstream_response"),
-    errors.OpenRouterSchemaError: (502, "schema_violation"),
-    errors.OpenRouterError: (502, "upstream_error"),
-    LedgerUnavailable: (503, "ledger_unavailable"),
+class Reply(NamedTuple):
+    """A row of :data:`REPLIES`: what a caller is told about one kind of exception."""
+
+    status: int
+    type: str
+    # Shown instead of the exception's own text (which may name our configuration or store).
+    message: str | None = None
+    retry_after: float | None = None
+
+
+# Exception class -> reply. Looked up along the class's MRO, most specific first. An upstream 503 keeps
+# its 503 whatever the row says (the provider is briefly unavailable: waiting helps, say so).
+REPLIES: dict[type[BaseException], Reply] = {
+    errors.OpenRouterConfigError: Reply(
+        500, "configuration_error", "The server is not configured to reach the AI service."
+    ),
+    errors.OpenRouterValidationError: Reply(400, "invalid_request"),
+    errors.OpenRouterContextLengthError: Reply(400, "context_length_exceeded"),
+    errors.OpenRouterBadRequestError: Reply(400, "bad_request"),
+    errors.OpenRouterNotFoundError: Reply(404, "not_found"),
+    errors.OpenRouterPayloadTooLargeError: Reply(413, "payload_too_large"),
+    errors.OpenRouterModerationError: Reply(403, "content_flagged"),
+    errors.OpenRouterAuthError: Reply(502, "upstream_auth"),
+    errors.OpenRouterCreditsError: Reply(503, "upstream_credits"),
+    errors.OpenRouterRateLimitError: Reply(503, "upstream_rate_limited"),
+    errors.OpenRouterServerError: Reply(502, "upstream_error"),
+    errors.OpenRouterTimeoutError: Reply(504, "upstream_timeout"),
+    errors.OpenRouterConnectionError: Reply(502, "upstream_unreachable"),
+    errors.OpenRouterResponseError: Reply(502, "bad_upstream_response"),
+    errors.OpenRouterSchemaError: Reply(502, "schema_violation"),
+    errors.OpenRouterError: Reply(502, "upstream_error"),
+    LedgerUnavailable: Reply(503, "ledger_unavailable", "Usage accounting is unavailable; try again shortly.", 5.0),
 }
-
-_FIXED_MESSAGES = {
-    "configuration_error": "The server is not configured to reach the AI service.",
-    "ledger_unavailable": "Usage accounting is unavailable; try again shortly.",
-}
-LEDGER_RETRY_AFTER = 5.0
+INTERNAL_MESSAGE = "Something went wrong on our side. Try again later."
+INTERNAL = Reply(500, "internal", INTERNAL_MESSAGE)
 
 
-def _lookup(exc: BaseException) -> tuple[int, str] | None:
+def _row(exc: BaseException) -> Reply:
     for cls in type(exc).__mro__:
         found = REPLIES.get(cls)
         if found is not None:
             return found
-    return None
+    return INTERNAL
 
 
 def reply_for(exc: BaseException) -> ApiError:
     """What a caller is told about ``exc``; anything unknown is a bland 500 (the details go to the log)."""
     if isinstance(exc, ApiError):
         return exc
-    found = _lookup(exc)
-    if found is None:
-        return ApiError(500, "internal", "Something went wrong on our side. Try again later.")
-    status, kind = found
-    if isinstance(exc, LedgerUnavailable):
-        return ApiError(status, kind, _FIXED_MESSAGES[kind], retry_after=LEDGER_RETRY_AFTER)
-    assert isinstance(exc, errors.OpenRouterError)
-    if isinstance(exc, errors.OpenRouterServerError) and exc.upstream_status == 503:
-        status = 503  # the provider is briefly unavailable: waiting helps, say so
-    message = _FIXED_MESSAGES.get(kind, exc.message)
+    row = _row(exc)
+    if not isinstance(exc, errors.OpenRouterError):
+        return ApiError(row.status, row.type, row.message or INTERNAL_MESSAGE, retry_after=row.retry_after)
+    status = 503 if exc.upstream_status == 503 else row.status
     details: dict[str, Any] | None = None
     reasons = exc.metadata.get("reasons") if exc.metadata else None
     if reasons:
         details = {"reasons": reasons}
     if isinstance(exc, errors.OpenRouterSchemaError) and exc.violations:
         details = {"violations": [v.as_dict() for v in exc.violations[:20]]}
-    return ApiError(status, kind, message, retry_after=exc.retry_after, details=details)
+    retry_after = exc.retry_after if exc.retry_after is not None else row.retry_after
+    return ApiError(status, row.type, row.message or exc.message, retry_after=retry_after, details=details)
 
 
 def error_body(error: ApiError) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from openrouter_service import __version__ as VERSION
 
-from .envelope import ApiError, json_response
+from .envelope import json_response
 from .exchange import Exchange
 from .pipeline import require_method
 from .runtime import Runtime
@@ -26,11 +26,11 @@ def _auth_mode(runtime: Runtime) -> str:
 
 async def _ledger_state(runtime: Runtime) -> dict[str, Any]:
     settings = runtime.settings
-    try:
-        meter = runtime.meter
-    except ApiError:
-        return {"ok": False, "backend": settings.resolved_ledger_backend}
-    return {"ok": await meter.check(), "backend": meter.name, "failure_mode": settings.ledger_failure_mode}
+    mode = settings.ledger_failure_mode
+    if settings.ledger_problem is not None:  # the backend cannot even be built, whatever the failure mode
+        return {"ok": False, "backend": settings.resolved_ledger_backend, "failure_mode": mode}
+    meter = runtime.meter
+    return {"ok": await meter.check(), "backend": meter.name, "failure_mode": mode}
 
 
 async def check_health(request: Request, exchange: Exchange, runtime: Runtime) -> Response:

@@ -15,23 +15,13 @@ import os
 import sys
 from typing import Any
 
-from openrouter_service.redact import mask_secrets
+from openrouter_service.redact import mask_secrets, mask_value
 
 __all__ = ["JsonFormatter", "MaskSecrets", "configure_logging"]
 
 # Cloud Logging's severity names; Python's CRITICAL is theirs too.
 _SEVERITY = {"WARN": "WARNING", "FATAL": "CRITICAL"}
 _LOGGERS = ("openrouter_functions", "openrouter_service")
-
-
-def _masked(value: Any) -> Any:
-    if isinstance(value, str):
-        return mask_secrets(value)
-    if isinstance(value, dict):
-        return {k: _masked(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_masked(v) for v in value]
-    return value
 
 
 class MaskSecrets(logging.Filter):
@@ -44,7 +34,7 @@ class MaskSecrets(logging.Filter):
             record.msg, record.args = masked, None
         fields = getattr(record, "json_fields", None)
         if isinstance(fields, dict):
-            record.json_fields = _masked(fields)
+            record.json_fields = mask_value(fields)
         return True
 
 
@@ -62,7 +52,8 @@ class JsonFormatter(logging.Formatter):
             # A field never replaces the three keys every line is read by.
             line.update((k, v) for k, v in fields.items() if k not in line)
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            # A traceback can quote a header or a URL with a key in it; it is masked like everything else.
+            line["exception"] = mask_secrets(self.formatException(record.exc_info))
         return json.dumps(line, ensure_ascii=False, default=str)
 
 

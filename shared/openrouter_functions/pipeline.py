@@ -99,7 +99,7 @@ def require_method(request: Request, *allowed: str) -> None:
 
 
 async def run_call(request: Request, exchange: Exchange, runtime: Runtime, spec: CallSpec) -> Response:
-    """parse -> authenticate -> policy -> validate -> admit -> call -> (settle) -> respond."""
+    """route -> authenticate -> parse -> policy -> validate -> admit -> call -> (settle) -> respond."""
     if route(request) not in spec.paths:
         raise ApiError(404, "not_found", spec.not_found)
     require_method(request, "POST")
@@ -114,13 +114,15 @@ async def run_call(request: Request, exchange: Exchange, runtime: Runtime, spec:
     exchange.model = decision.model
     if decision.guard_hits:
         exchange.guard = decision.guard_hits
-        action = "blocked" if decision.guard_blocked else "flagged"
+        action = "blocked" if decision.refusal is not None else "flagged"
         for rule in decision.guard_hits:
             METRICS.inc("orf_prompt_guard_total", function=exchange.function, rule=rule, action=action)
-        if decision.guard_blocked:
-            raise ApiError(400, "prompt_rejected", "The request looks like a prompt-injection attempt.")
+    if decision.refusal is not None:
+        raise decision.refusal
     if settings.log_prompts:
         exchange.prompt_preview = preview(call.prompt)
+    if call.stream and call.response_format is not None:
+        raise ApiError(400, "invalid_request", "response_format cannot be combined with stream.")
     # Bad input is refused before admission, so a client bug never spends the user's quota.
     service.validate_request(
         call.messages, model_params=decision.params, response_format=call.response_format, stream=call.stream
@@ -147,14 +149,18 @@ async def _admit(runtime: Runtime, exchange: Exchange) -> None:
     assert exchange.user_id is not None
     try:
         ticket = await runtime.meter.admit(
-            exchange.ledger_id, ledger_user_id(exchange.user_id), exchange.function, unlimited=exchange.is_service
+            exchange.ledger_id,
+            ledger_user_id(exchange.user_id),
+            exchange.function,
+            request_id=exchange.request_id,
+            unlimited=exchange.is_service,
         )
     except (LedgerUnavailable, ApiError) as exc:
         # Refused by the ledger's limits (429): the refusal is logged in the ledger. Refused because the
         # ledger is down or misconfigured: nothing ran and there is nowhere to record it.
         exchange.ledger_refused = not (isinstance(exc, ApiError) and exc.status == 429)
         raise
-    exchange.admitted = not ticket.unmetered
+    exchange.admitted = ticket.admitted
     exchange.unmetered = ticket.unmetered
     exchange.reserved_usd = ticket.reserved_usd
 

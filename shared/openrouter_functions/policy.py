@@ -1,7 +1,8 @@
 """Request policy: which models may be called, how many output tokens, what the prompt guard says.
 
 A pure step: it reads the caller's parameters and returns what to send, never changing the caller's
-objects. It raises the 400 a caller should see when the request is outside the operator's policy.
+objects and never raising. When the request is outside the operator's policy the decision carries the
+400 a caller should see (``refusal``); the pipeline records what the decision says, then raises it.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ __all__ = ["Decision", "apply_policy", "model_allowed"]
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What the policy allows: the model that will be asked, the parameters to send, guard hits."""
+    """What the policy says: the model that will be asked, the parameters to send, guard hits, and the
+    refusal when the request may not go ahead."""
 
     model: str
     params: dict[str, Any]
     guard_hits: tuple[str, ...] = ()
-    guard_blocked: bool = False
+    refusal: ApiError | None = None
 
 
 def model_allowed(model: str, allowed: Sequence[str]) -> bool:
@@ -39,17 +41,18 @@ def model_allowed(model: str, allowed: Sequence[str]) -> bool:
 def apply_policy(
     settings: Settings, messages: Sequence[Any], params: Mapping[str, Any], default_model: str
 ) -> Decision:
-    """The allowed request, or ApiError 400 (``model_not_allowed``, ``max_tokens_exceeded``, ``prompt_rejected``)."""
+    """The request as the operator allows it; refusals are ``model_not_allowed``, ``max_tokens_exceeded``
+    and (``PROMPT_GUARD=block``) ``prompt_rejected``, checked in that order."""
     requested = params.get("model")
     model = normalize_model(requested) if isinstance(requested, str) and requested.strip() else default_model
-    allowed = settings.allowed_models
     names = [model]
     fallbacks = params.get("models")
     if isinstance(fallbacks, list):
         names += [normalize_model(m) if isinstance(m, str) else str(m) for m in fallbacks]
     for name in names:
-        if not model_allowed(name, allowed):
-            raise ApiError(400, "model_not_allowed", f"The model {name!r} is not available here.")
+        if not model_allowed(name, settings.allowed_models):
+            refusal = ApiError(400, "model_not_allowed", f"The model {name!r} is not available here.")
+            return Decision(model, dict(params), refusal=refusal)
 
     send = dict(params)
     cap = settings.max_output_tokens
@@ -57,11 +60,17 @@ def apply_policy(
         for key in ("max_tokens", "max_completion_tokens"):
             value = params.get(key)
             if isinstance(value, int) and not isinstance(value, bool) and value > cap:
-                raise ApiError(400, "max_tokens_exceeded", f"{key} may be at most {cap}.")
+                return Decision(
+                    model, send, refusal=ApiError(400, "max_tokens_exceeded", f"{key} may be at most {cap}.")
+                )
         if "max_tokens" not in params and "max_completion_tokens" not in params:
             send["max_tokens"] = cap  # unset would mean the model's own (often much larger) limit
 
-    hits: tuple[str, ...] = ()
-    if settings.prompt_guard != "off":
-        hits = tuple(scan_messages(m for m in messages if isinstance(m, Mapping)))
-    return Decision(model, send, hits, guard_blocked=bool(hits) and settings.prompt_guard == "block")
+    if settings.prompt_guard == "off":
+        return Decision(model, send)
+    hits = tuple(scan_messages(m for m in messages if isinstance(m, Mapping)))
+    if hits and settings.prompt_guard == "block":
+        return Decision(
+            model, send, hits, ApiError(400, "prompt_rejected", "The request looks like a prompt-injection attempt.")
+        )
+    return Decision(model, send, hits)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
 
+from openrouter_service.attempts import Sleep
 from openrouter_service.client import OpenRouterService
 from openrouter_service.errors import OpenRouterConfigError
 
@@ -24,8 +24,6 @@ from .ledger.meter import Meter
 from .logs import configure_logging
 
 __all__ = ["Runtime", "UpstreamProbe", "close_runtime", "get_runtime", "reset_runtime"]
-
-Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -70,7 +68,7 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     sleep: Sleep = asyncio.sleep  # every wait (upstream retries, ledger backoff): injectable for tests
     _service: OpenRouterService | None = None
-    _service_error: ApiError | None = None
+    _service_error: OpenRouterConfigError | None = None
     _verifier: TokenVerifier | None = None
     _meter: Meter | None = None
     _probe: UpstreamProbe | None = None
@@ -84,9 +82,11 @@ class Runtime:
                 try:
                     self._service = self.settings.build_service(sleep=self.sleep)
                 except OpenRouterConfigError as exc:
-                    self._service_error = reply_for(exc)
+                    self._service_error = exc
             if self._service_error is not None:
-                raise self._service_error
+                # A new reply each time: re-raising one stored exception would grow its traceback (and
+                # what it keeps alive) with every request.
+                raise reply_for(self._service_error)
         assert self._service is not None
         return self._service
 
@@ -201,10 +201,11 @@ def get_runtime() -> Runtime:
     return _RUNTIME
 
 
-def reset_runtime(settings: Settings | None = None) -> Runtime | None:
-    """Forget the current runtime (tests, or after the environment changed); optionally install one."""
+def reset_runtime(replacement: Settings | Runtime | None = None) -> Runtime | None:
+    """Forget the current runtime (tests, or after the environment changed); optionally install one,
+    built from settings or ready-made."""
     global _RUNTIME
-    _RUNTIME = Runtime(settings) if settings is not None else None
+    _RUNTIME = Runtime(replacement) if isinstance(replacement, Settings) else replacement
     return _RUNTIME
 
 

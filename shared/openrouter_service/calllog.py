@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import OpenRouterError
-from .redact import mask_secrets, preview
+from .messages import last_user_text
+from .redact import mask_secrets, mask_value, preview
 
 __all__ = ["CALL_EVENT", "ERROR_EVENT", "CallLog", "logger"]
 
@@ -68,29 +69,10 @@ class CallLog:
             "latency_ms": round(latency_ms, 1),
             "attempts": error.attempts,
             "error_message": preview(self.mask(error.message)),
-            "metadata": self._masked(error.metadata) if error.metadata else None,
+            "metadata": mask_value(error.metadata, self._secret) if error.metadata else None,
             "prompt_preview": self._prompt_preview(payload),
         }
         logger.warning(ERROR_EVENT, extra={"json_fields": fields})
 
-    def _masked(self, value: Any) -> Any:
-        """``value`` (upstream metadata: JSON-like) with every string in it masked."""
-        if isinstance(value, str):
-            return self.mask(value)
-        if isinstance(value, Mapping):
-            return {str(k): self._masked(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._masked(v) for v in value]
-        if value is None or isinstance(value, bool | int | float):
-            return value
-        return self.mask(str(value))
-
     def _prompt_preview(self, payload: Mapping[str, Any]) -> str:
-        messages = payload.get("messages") or []
-        for message in reversed(messages):
-            if message.get("role") == "user":
-                content = message.get("content")
-                if isinstance(content, list):
-                    content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-                return preview(self.mask(str(content)))
-        return ""
+        return preview(self.mask(last_user_text(payload.get("messages") or [])))

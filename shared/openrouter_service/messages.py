@@ -16,6 +16,7 @@ __all__ = [
     "MESSAGE_ROLES",
     "check_model_params",
     "check_response_format",
+    "last_user_text",
     "normalize_model",
     "validate_messages",
 ]
@@ -100,6 +101,17 @@ def normalize_model(model: str) -> str:
     if model.startswith("openrouter/") and model.count("/") >= 2:
         return model[len("openrouter/") :]
     return model
+
+
+def last_user_text(messages: Sequence[Any]) -> str:
+    """The text of the last user message (the text parts of a multi-part one), for previews."""
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+            return str(content)
+    return ""
 
 
 def _fail(where: str, problem: str) -> OpenRouterValidationError:

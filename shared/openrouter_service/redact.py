@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["PREVIEW_CHARS", "mask_secrets", "preview"]
+__all__ = ["PREVIEW_CHARS", "mask_secrets", "mask_value", "preview"]
 
 PREVIEW_CHARS = 512
 
@@ -26,6 +28,19 @@ def mask_secrets(text: str, *extra: str) -> str:
         if secret and len(secret) >= 6:
             text = text.replace(secret, "***")
     return _SECRET_PATTERNS.sub("***", text)
+
+
+def mask_value(value: Any, *extra: str) -> Any:
+    """A JSON-like ``value`` with every string in it (keys aside) masked by :func:`mask_secrets`."""
+    if isinstance(value, str):
+        return mask_secrets(value, *extra)
+    if isinstance(value, Mapping):
+        return {str(k): mask_value(v, *extra) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_value(v, *extra) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return mask_secrets(str(value), *extra)
 
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:

@@ -186,8 +186,12 @@ class RetryPolicy:
         ``None`` when waiting will not help.
 
         The server's hint when it gave one; :data:`TRANSPORT_RETRY_AFTER` after a transport failure; our
-        own backoff, without jitter, when the upstream status is one where waiting helps.
+        own backoff, without jitter, when the upstream status is one where waiting helps. Never for a
+        status where waiting does not help (a 400 stays wrong however long the caller waits, whatever
+        header came with it).
         """
+        if status is not None and status not in WAITING_HELPS_STATUSES:
+            return None
         if server_wait is not None:
             return server_wait
         if exc is not None:

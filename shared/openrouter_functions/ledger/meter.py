@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+from openrouter_service.attempts import Sleep
+
 from ..envelope import ApiError
 from ..metrics import METRICS
 from . import Admission, Ledger, LedgerUnavailable, Limits, UsageRecord
@@ -24,7 +26,6 @@ __all__ = ["Meter", "Ticket"]
 log = logging.getLogger("openrouter_functions.ledger")
 
 T = TypeVar("T")
-Sleep = Callable[[float], Awaitable[None]]
 
 CALL_TIMEOUT = 5.0
 BREAKER_SECONDS = 5.0
@@ -35,6 +36,8 @@ FINISH_ATTEMPTS = 3
 class Ticket:
     """Admission's outcome for one request that may run."""
 
+    # The ledger holds a reservation for it (False when metering is off or the ledger was down).
+    admitted: bool = False
     reserved_usd: float = 0.0
     # Served while the ledger was down (LEDGER_FAILURE_MODE=open): nothing reserved, usage still counted.
     unmetered: bool = False
@@ -83,8 +86,13 @@ class Meter:
             detail = "timed out" if isinstance(exc, TimeoutError) else f"{exc.__class__.__name__}: {exc}"
             raise LedgerUnavailable(detail) from exc
 
-    async def admit(self, request_id: str, user_id: str, function: str, *, unlimited: bool = False) -> Ticket:
+    async def admit(
+        self, ledger_id: str, user_id: str, function: str, *, request_id: str, unlimited: bool = False
+    ) -> Ticket:
         """Rate window, daily quotas and a cost reservation in one round trip.
+
+        ``ledger_id`` is the store's idempotency key for the request; ``request_id`` the caller-facing id
+        its log lines carry.
 
         Raises :class:`ApiError` 429 when a limit is reached, and :class:`LedgerUnavailable` when the
         store is down and the failure mode is closed. ``unlimited`` (trusted server callers) is logged
@@ -95,7 +103,7 @@ class Meter:
             return Ticket()
         limits = Limits() if unlimited else self.default_limits
         try:
-            admission = await self._call(lambda: backend.begin(request_id, user_id, self.reserve_usd, limits))
+            admission = await self._call(lambda: backend.begin(ledger_id, user_id, self.reserve_usd, limits))
         except LedgerUnavailable as exc:
             METRICS.inc("orf_ledger_errors_total", function=function, op="begin")
             log.warning("ledger_begin_failed", extra={"json_fields": {"request_id": request_id, "error": str(exc)}})
@@ -104,7 +112,7 @@ class Meter:
             raise
         if not admission.admitted:
             raise _refusal(admission)
-        return Ticket(reserved_usd=admission.reserved_usd)
+        return Ticket(admitted=True, reserved_usd=admission.reserved_usd)
 
     async def settle(self, record: UsageRecord, *, request_id: str) -> None:
         """Write the request's log row and usage, retried; a record that cannot be written is logged whole."""
