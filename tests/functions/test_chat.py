@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import traceback
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from helpers import bearer
 from log_lines import as_json, request_lines
 from openrouter_devtools.fake_upstream import FakeOpenRouter
+from openrouter_functions.envelope import ApiError
 from openrouter_functions.metrics import METRICS
 
 HI = {"messages": [{"role": "user", "content": "Hello there"}]}
@@ -251,6 +253,44 @@ async def test_missing_openrouter_key_is_a_configuration_error(client: httpx.Asy
     assert envelope(response)["type"] == "configuration_error"
 
 
+async def test_a_missing_key_is_reported_afresh_on_every_request(configure: Any) -> None:
+    # One stored exception raised again and again would grow its traceback (and what it keeps alive).
+    runtime = configure(OPENROUTER_API_KEY=None)
+    raised = []
+    for _ in range(4):
+        with pytest.raises(ApiError) as caught:
+            runtime.service  # noqa: B018 - the property is what raises
+        raised.append(caught.value)
+    assert len({id(error) for error in raised}) == 4
+    assert len({len(traceback.extract_tb(error.__traceback__)) for error in raised}) == 1
+
+
+async def test_log_level_follows_the_outcome(
+    client: httpx.AsyncClient, fake: FakeOpenRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="openrouter_functions.request")
+    await client.post("/chat", json=HI, headers=bearer())
+    await client.post("/chat", json={"messages": []}, headers=bearer())
+    fake.script({"fault": "status", "status": 401})
+    await client.post("/chat", json=HI, headers=bearer())
+    fake.script({"fault": "midstream_error", "after": 1, "code": 502})
+    await client.post("/chat", json={**HI, "stream": True}, headers=bearer())
+    lines = request_lines(caplog.records)
+    assert [(line["status"], line["severity"]) for line in lines] == [
+        (200, "INFO"),
+        (400, "WARNING"),
+        (502, "ERROR"),
+        (200, "ERROR"),  # the stream failed after its 200 went out
+    ]
+
+
+async def test_no_retry_after_where_waiting_does_not_help(client: httpx.AsyncClient, fake: FakeOpenRouter) -> None:
+    fake.script({"fault": "status", "status": 400, "headers": {"Retry-After": "30"}})
+    response = await client.post("/chat", json=HI, headers=bearer())
+    assert (response.status_code, envelope(response)["type"]) == (400, "bad_request")
+    assert "retry-after" not in response.headers
+
+
 async def test_unexpected_exception_is_a_500_envelope(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -338,7 +378,8 @@ async def test_every_request_is_logged_once_without_secrets(
     assert line["user_id"] == "6f1c9c1e-2f6a-4c55-9a53-0d3d2b0f7a11"
     assert line["attempts"] == 1
     assert line["cost"] > 0
-    assert "eyJ" not in caplog.text
+    assert line["prompt_preview"] == "my token Bearer ***"
+    assert "eyJ" not in json.dumps(line)
 
 
 async def test_log_prompts_false_keeps_previews_out(

@@ -166,10 +166,46 @@ async def test_ledger_outage_at_begin_fails_closed_by_default(client: httpx.Asyn
     assert fake.received == []
 
 
-async def test_ledger_outage_at_begin_can_fail_open(client: httpx.AsyncClient, configure: Any) -> None:
+async def test_ledger_outage_at_begin_can_fail_open(
+    client: httpx.AsyncClient, configure: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     runtime = configure(LEDGER_FAILURE_MODE="open")
-    install(runtime, BrokenLedger(finish_fails=False))
-    assert (await client.post("/chat", json=HI, headers=bearer())).status_code == 200
+    ledger = BrokenLedger(finish_fails=False)
+    install(runtime, ledger)
+    caplog.set_level("INFO", logger="openrouter_functions")
+    response = await client.post("/chat", json=HI, headers={**bearer(), "X-Request-Id": "req-open-1"})
+    assert response.status_code == 200
+    [begin] = [as_json(r) for r in caplog.records if r.getMessage() == "ledger_begin_failed"]
+    assert (begin["request_id"], begin["severity"]) == ("req-open-1", "WARNING")
+    # The breaker the failed begin opened sends the record straight to the replayable log line: served
+    # unmetered, but counted as having run once it is replayed.
+    assert ledger.finishes == 0
+    [line] = [as_json(r) for r in caplog.records if r.getMessage() == "usage_unrecorded"]
+    assert line["request_id"] == "req-open-1"
+    assert line["record"]["p_row"]["admitted"] is True
+    assert line["record"]["p_row"]["cost_usd"] == response.json()["usage"]["cost"]
+
+
+async def test_a_ledger_that_cannot_be_built_is_reported(client: httpx.AsyncClient, configure: Any) -> None:
+    configure(LEDGER_BACKEND="postgres")  # no DATABASE_URL
+    refused = await client.post("/chat", json=HI, headers=bearer())
+    assert (refused.status_code, refused.json()["error"]["type"]) == (500, "configuration_error")
+    configure(LEDGER_BACKEND="postgres", LEDGER_FAILURE_MODE="open")
+    assert (await client.post("/chat", json=HI, headers=bearer())).status_code == 200  # served unmetered
+    health = await client.get("/health")
+    assert health.status_code == 503
+    body = health.json()
+    assert body["down"] == ["ledger", "configuration"]
+    assert body["checks"]["ledger"] == {"ok": False, "backend": "postgres", "failure_mode": "open"}
+    assert "LEDGER_BACKEND=postgres needs DATABASE_URL." in body["checks"]["configuration"]["problems"]
+
+
+async def test_a_request_refused_by_policy_is_logged_with_its_model(client: httpx.AsyncClient, configure: Any) -> None:
+    configure(ALLOWED_MODELS="openai/*")
+    response = await client.post("/chat", json={**HI, "model": "anthropic/claude-3-opus"}, headers=bearer())
+    assert response.json()["error"]["type"] == "model_not_allowed"
+    [row] = await sqlite_ledger().rows("request_log")
+    assert (row["model"], row["status"], row["error_type"]) == ("anthropic/claude-3-opus", 400, "model_not_allowed")
 
 
 async def test_failed_finish_is_retried_then_logged_whole(
@@ -285,3 +321,5 @@ async def test_a_cancelled_request_releases_its_reservation_and_is_logged(
     assert (row["status"], row["outcome"]) == (499, "cancelled")
     [day] = await sqlite_ledger().rows("usage_daily")
     assert (day["in_flight"], day["reserved_usd"]) == (0, 0)
+    # No usage came back, and OpenRouter still bills what was generated: the reservation is charged.
+    assert (row["cost_usd"], day["requests"], day["cost_usd"]) == (0.01, 1, 0.01)

@@ -1,0 +1,162 @@
+"""The meter alone: how the functions depend on a ledger backend (timeouts, breaker, failure mode,
+finish retries, refusals), with stub backends and no sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from helpers import Sleeps
+from openrouter_functions.envelope import ApiError
+from openrouter_functions.ledger import Admission, LedgerUnavailable, Limits, UsageRecord
+from openrouter_functions.ledger.meter import FINISH_ATTEMPTS, Meter, Ticket
+from openrouter_functions.metrics import METRICS
+
+USER = "6f1c9c1e-2f6a-4c55-9a53-0d3d2b0f7a11"
+
+
+class StubLedger:
+    """A backend whose answers the test sets; records what it was asked."""
+
+    name = "stub"
+
+    def __init__(self, admission: Admission | None = None, *, fails: bool = False, hangs: bool = False) -> None:
+        self.admission = admission or Admission(True, reserved_usd=0.01)
+        self.fails = fails
+        self.hangs = hangs
+        self.begins: list[tuple[Any, ...]] = []
+        self.finishes = 0
+
+    async def _maybe_fail(self) -> None:
+        if self.hangs:
+            await asyncio.sleep(30)
+        if self.fails:
+            raise LedgerUnavailable("connection refused")
+
+    async def begin(self, request_id: str, user_id: str, reserve_usd: float, limits: Limits) -> Admission:
+        self.begins.append((request_id, user_id, reserve_usd, limits))
+        await self._maybe_fail()
+        return self.admission
+
+    async def finish(self, record: UsageRecord) -> bool:
+        self.finishes += 1
+        await self._maybe_fail()
+        return True
+
+    async def check(self) -> bool:
+        await self._maybe_fail()
+        return True
+
+    async def aclose(self) -> None:
+        return None
+
+
+def record() -> UsageRecord:
+    return UsageRecord(request_id="ledger-1", user_id=USER, function="chat", admitted=True)
+
+
+async def test_admission_passes_the_defaults_and_reservation_to_the_backend() -> None:
+    backend = StubLedger()
+    meter = Meter(backend, reserve_usd=0.02, default_limits=Limits(rpm=5))
+    ticket = await meter.admit("ledger-1", USER, "chat", request_id="req-1")
+    assert ticket == Ticket(admitted=True, reserved_usd=0.01)
+    assert backend.begins == [("ledger-1", USER, 0.02, Limits(rpm=5))]
+    await meter.admit("ledger-2", USER, "chat", request_id="req-2", unlimited=True)
+    assert backend.begins[-1][3] == Limits()  # trusted server callers are counted, never limited
+
+
+@pytest.mark.parametrize(
+    ("admission", "kind", "message"),
+    [
+        (Admission(False, "rate_limited", "rpm", 12), "rate_limited", "Too many requests; slow down."),
+        (
+            Admission(False, "quota_exceeded", "daily_requests", 3600),
+            "quota_exceeded",
+            "The daily request limit for your account is reached; it resets at midnight UTC.",
+        ),
+        (
+            Admission(False, "quota_exceeded", "daily_cost_usd", 3600),
+            "quota_exceeded",
+            "The daily spending limit for your account is reached; it resets at midnight UTC.",
+        ),
+    ],
+)
+async def test_a_refusal_is_a_429_naming_the_limit(admission: Admission, kind: str, message: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        await Meter(StubLedger(admission)).admit("ledger-1", USER, "chat", request_id="req-1")
+    error = caught.value
+    assert (error.status, error.type, error.message) == (429, kind, message)
+    assert (error.retry_after, error.details) == (admission.retry_after, {"limit": admission.limit})
+
+
+async def test_no_backend_admits_without_a_reservation() -> None:
+    meter = Meter(None)
+    assert await meter.admit("ledger-1", USER, "chat", request_id="req-1") == Ticket()
+    assert (meter.name, await meter.check()) == ("off", True)
+
+
+async def test_closed_mode_refuses_and_the_breaker_then_answers_without_asking() -> None:
+    backend = StubLedger(fails=True)
+    meter = Meter(backend)
+    before = METRICS.value("orf_ledger_errors_total", function="chat", op="begin")
+    for _ in range(2):
+        with pytest.raises(LedgerUnavailable):
+            await meter.admit("ledger-1", USER, "chat", request_id="req-1")
+    assert len(backend.begins) == 1
+    assert meter.suspended()
+    assert METRICS.value("orf_ledger_errors_total", function="chat", op="begin") == before + 2
+
+
+async def test_open_mode_serves_unmetered() -> None:
+    meter = Meter(StubLedger(fails=True), failure_mode="open")
+    assert await meter.admit("ledger-1", USER, "chat", request_id="req-1") == Ticket(unmetered=True)
+
+
+async def test_a_hanging_store_is_bounded_by_the_timeout() -> None:
+    meter = Meter(StubLedger(hangs=True))
+    meter.timeout = 0.05
+    started = time.monotonic()
+    with pytest.raises(LedgerUnavailable, match="timed out"):
+        await meter.admit("ledger-1", USER, "chat", request_id="req-1")
+    assert time.monotonic() - started < 5
+    assert meter.suspended()
+
+
+async def test_any_backend_exception_is_an_outage() -> None:
+    class Exploding(StubLedger):
+        async def begin(self, *args: Any) -> Admission:
+            raise RuntimeError("client could not be built")
+
+    with pytest.raises(LedgerUnavailable, match="RuntimeError: client could not be built"):
+        await Meter(Exploding()).admit("ledger-1", USER, "chat", request_id="req-1")
+
+
+async def test_settle_retries_with_backoff_then_gives_up() -> None:
+    sleeps = Sleeps()
+    backend = StubLedger(fails=True)
+    meter = Meter(backend, sleep=sleeps)
+    before = METRICS.value("orf_usage_unrecorded_total", function="chat")
+    await meter.settle(record(), request_id="req-1")
+    assert backend.finishes == FINISH_ATTEMPTS
+    assert sleeps == pytest.approx([0.1, 0.3])
+    assert METRICS.value("orf_usage_unrecorded_total", function="chat") == before + 1
+
+
+async def test_settle_with_the_breaker_open_tries_nothing_and_keeps_the_record() -> None:
+    sleeps = Sleeps()
+    backend = StubLedger(fails=True)
+    meter = Meter(backend, sleep=sleeps)
+    with pytest.raises(LedgerUnavailable):
+        await meter.admit("ledger-1", USER, "chat", request_id="req-1")
+    before = METRICS.value("orf_usage_unrecorded_total", function="chat")
+    await meter.settle(record(), request_id="req-1")
+    assert (backend.finishes, sleeps) == (0, [])
+    assert METRICS.value("orf_usage_unrecorded_total", function="chat") == before + 1
+
+
+async def test_check_is_bounded() -> None:
+    meter = Meter(StubLedger(hangs=True))
+    assert await meter.check(within=0.05) is False
