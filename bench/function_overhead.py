@@ -252,8 +252,8 @@ async def in_memory(rounds: int, calls: int) -> dict[str, Any]:
                 )
             )
             assert runtime is not None
-            runtime._service = OpenRouterService(
-                API_KEY, http_client=httpx.AsyncClient(transport=httpx.MockTransport(upstream))
+            runtime.use_service(
+                OpenRouterService(API_KEY, http_client=httpx.AsyncClient(transport=httpx.MockTransport(upstream)))
             )
             runtimes[ledger] = runtime
         service = OpenRouterService(API_KEY, http_client=httpx.AsyncClient(transport=httpx.MockTransport(upstream)))

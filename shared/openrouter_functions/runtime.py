@@ -90,6 +90,10 @@ class Runtime:
         assert self._service is not None
         return self._service
 
+    def use_service(self, service: OpenRouterService) -> None:
+        """Call OpenRouter through ``service`` from now on (benchmarks and tests with their own transport)."""
+        self._service, self._service_error = service, None
+
     @property
     def verifier(self) -> TokenVerifier:
         if self._verifier is None:

@@ -1,12 +1,12 @@
 -- ledger_begin without its unused p_function/p_model parameters (docs/ledger.md).
 --
--- 20261127000000_ledger.sql may already be applied in a project, so it is not edited in place: that
--- migration no longer defines ledger_begin, and this one drops the old signature (if an earlier run of
--- that migration created it) and creates the new one. A fresh database and one that ran the old
--- migration therefore end in the same state, and the function's body exists in this file only.
+-- The definition moved here from 20261127000000_ledger.sql rather than being changed there: a project
+-- that already applied that file keeps the old eight-argument function until this migration drops it,
+-- and a fresh database never creates it. Both end in the same state, and the body exists in this file
+-- only.
 --
--- Callers of the old eight-argument signature (functions deployed before this change) fail with
--- "function does not exist" until they are redeployed: deploy the functions together with this migration.
+-- Callers of the old signature (functions deployed before this change) fail with "function does not
+-- exist" until they are redeployed: push this migration and redeploy the functions in one go.
 
 drop function if exists public.ledger_begin(text, uuid, text, text, numeric, integer, integer, numeric);
 
