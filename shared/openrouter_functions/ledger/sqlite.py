@@ -179,22 +179,22 @@ class SQLiteLedger:
         # BEGIN IMMEDIATE already serializes us).
         conn.execute(_DAY_ROW, (user_id, day, now))
 
-        # Release reservations whose instance died between begin and finish (older than 15 minutes).
-        conn.execute(
-            """
-            update usage_daily as u
-               set in_flight = max(u.in_flight - per_day.requests, 0),
-                   reserved_usd = max(round(u.reserved_usd - per_day.amount_usd, 8), 0),
-                   updated_at = ?
-              from (select r.day, count(*) as requests, sum(r.amount_usd) as amount_usd
-                      from ledger_reservations r
-                     where r.user_id = ? and r.created_at < ?
-                     group by r.day) as per_day
-             where u.user_id = ? and u.day = per_day.day
-            """,
-            (now, user_id, stale_before, user_id),
-        )
-        conn.execute("delete from ledger_reservations where user_id = ? and created_at < ?", (user_id, stale_before))
+        # Release reservations whose instance died between begin and finish (older than 15 minutes): the
+        # SQL function's `delete ... returning` then per-day update, which usually finds nothing to do.
+        released = conn.execute(
+            "delete from ledger_reservations where user_id = ? and created_at < ? returning day, amount_usd",
+            (user_id, stale_before),
+        ).fetchall()
+        per_day: dict[str, tuple[int, float]] = {}
+        for released_day, amount in released:
+            count, total = per_day.get(released_day, (0, 0.0))
+            per_day[released_day] = (count + 1, total + amount)
+        for released_day, (count, total) in per_day.items():
+            conn.execute(
+                "update usage_daily set in_flight = max(in_flight - ?, 0), "
+                "reserved_usd = max(round(reserved_usd - ?, 8), 0), updated_at = ? where user_id = ? and day = ?",
+                (count, total, now, user_id, released_day),
+            )
         requests, in_flight, cost_usd, reserved_usd = conn.execute(
             "select requests, in_flight, cost_usd, reserved_usd from usage_daily where user_id = ? and day = ?",
             (user_id, day),
@@ -298,20 +298,17 @@ class SQLiteLedger:
         if logged.rowcount == 0:
             return {"recorded": False, "duplicate": True}
 
-        settled = False
-        reservation = conn.execute(
-            "select day from ledger_reservations where request_id = ? and user_id = ?", (request_id, user_id)
+        # The SQL function reads the reservation, locks its usage row, then deletes it; under SQLite's file
+        # lock one `delete ... returning` is the same step.
+        released = conn.execute(
+            "delete from ledger_reservations where request_id = ? and user_id = ? returning day, amount_usd",
+            (request_id, user_id),
         ).fetchone()
-        if reservation is not None:
-            day = reservation[0]
-            released = conn.execute(
-                "delete from ledger_reservations where request_id = ? and user_id = ? returning amount_usd",
-                (request_id, user_id),
-            ).fetchone()
-            settled = released is not None
-            if settled:
-                # Settled on the reservation's day: a request that crosses midnight counts where it began.
-                conn.execute(_SETTLE, (*tokens, cost_usd, released[0], 1, now, user_id, day))
+        settled = released is not None
+        if released is not None:
+            # Settled on the reservation's day: a request that crosses midnight counts where it began.
+            day, amount = released
+            conn.execute(_SETTLE, (*tokens, cost_usd, amount, 1, now, user_id, day))
 
         # A request that ran but holds no reservation any more (it outlived the 15-minute stale sweep, or
         # it was served while begin was failing and LEDGER_FAILURE_MODE=open) is still counted, on today.
