@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
@@ -84,18 +84,22 @@ class CompletionRequest:
     response_format: dict[str, Any] | None
 
 
-def _object(body: Any) -> dict[str, Any]:
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def _validated(model: type[Body], body: Any) -> Body:
+    """``body`` as ``model``, or a 400 naming every field that is wrong."""
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "The request body must be a JSON object.")
-    return body
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _schema_error(exc) from None
 
 
 def parse_chat(body: Any) -> ChatRequest:
     """Validate a chat body; unknown top-level fields are refused by name."""
-    try:
-        parsed = _ChatBody.model_validate(_object(body))
-    except ValidationError as exc:
-        raise _schema_error(exc) from None
+    parsed = _validated(_ChatBody, body)
     extras = dict(parsed.model_extra or {})
     unknown = sorted(k for k in extras if k not in ACCEPTED_PARAMETERS)
     if unknown:
@@ -107,10 +111,7 @@ def parse_chat(body: Any) -> ChatRequest:
 
 def parse_completion(body: Any) -> CompletionRequest:
     """Validate a completion body."""
-    try:
-        parsed = _CompletionBody.model_validate(_object(body))
-    except ValidationError as exc:
-        raise _schema_error(exc) from None
+    parsed = _validated(_CompletionBody, body)
     params = dict(parsed.params or {})
     if parsed.model:
         params["model"] = parsed.model
