@@ -1,4 +1,7 @@
-"""OpenRouter Functions' core: the OpenRouter client and what every function needs."""
+"""The OpenRouter client the seed asks for: OpenRouterService, its retries, errors and streams.
+
+It knows nothing of serving HTTP; the functions layer (``openrouter_functions``) builds on it.
+"""
 
 from .attempts import Attempt, Attempts
 from .calllog import CallLog
