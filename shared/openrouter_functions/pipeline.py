@@ -28,7 +28,7 @@ from .bodies import read_json
 from .cors import cors_headers, preflight_headers
 from .envelope import ApiError, error_response, reply_for
 from .exchange import Exchange
-from .ledger import LedgerUnavailable, ledger_user_id
+from .ledger import LedgerUnavailable
 from .metrics import METRICS
 from .policy import apply_policy
 from .relay import relay_stream
@@ -150,7 +150,7 @@ async def _admit(runtime: Runtime, exchange: Exchange) -> None:
     try:
         ticket = await runtime.meter.admit(
             exchange.ledger_id,
-            ledger_user_id(exchange.user_id),
+            exchange.user_id,
             exchange.function,
             request_id=exchange.request_id,
             unlimited=exchange.is_service,
@@ -172,7 +172,7 @@ async def _finish(runtime: Runtime | None, exchange: Exchange) -> None:
             meter = runtime.meter
         except ApiError:
             meter = None
-        if meter is not None:
+        if meter is not None and meter.backend is not None:  # metering off: no record to build
             record = exchange.usage_record(keep_previews=runtime.settings.log_prompts)
             await meter.settle(record, request_id=exchange.request_id)
     exchange.record()

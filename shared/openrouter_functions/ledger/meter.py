@@ -19,7 +19,7 @@ from openrouter_service.attempts import Sleep
 
 from ..envelope import ApiError
 from ..metrics import METRICS
-from . import Admission, Ledger, LedgerUnavailable, Limits, UsageRecord
+from . import Admission, Ledger, LedgerUnavailable, Limits, UsageRecord, ledger_user_id
 
 __all__ = ["Meter", "Ticket"]
 
@@ -91,8 +91,8 @@ class Meter:
     ) -> Ticket:
         """Rate window, daily quotas and a cost reservation in one round trip.
 
-        ``ledger_id`` is the store's idempotency key for the request; ``request_id`` the caller-facing id
-        its log lines carry.
+        ``ledger_id`` is the store's idempotency key for the request; ``user_id`` the caller's subject (kept
+        under :func:`ledger_user_id`); ``request_id`` the caller-facing id its log lines carry.
 
         Raises :class:`ApiError` 429 when a limit is reached, and :class:`LedgerUnavailable` when the
         store is down and the failure mode is closed. ``unlimited`` (trusted server callers) is logged
@@ -103,7 +103,8 @@ class Meter:
             return Ticket()
         limits = Limits() if unlimited else self.default_limits
         try:
-            admission = await self._call(lambda: backend.begin(ledger_id, user_id, self.reserve_usd, limits))
+            key = ledger_user_id(user_id)
+            admission = await self._call(lambda: backend.begin(ledger_id, key, self.reserve_usd, limits))
         except LedgerUnavailable as exc:
             METRICS.inc("orf_ledger_errors_total", function=function, op="begin")
             log.warning("ledger_begin_failed", extra={"json_fields": {"request_id": request_id, "error": str(exc)}})
