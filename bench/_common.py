@@ -32,6 +32,8 @@ from typing import Any
 
 import httpx
 
+from openrouter_service.transport import pool_limits
+
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 API_KEY = "sk-or-v1-bench-0000000000000000"
@@ -42,9 +44,9 @@ PAYLOAD: dict[str, Any] = {"model": MODEL, "messages": MESSAGES}
 STREAM_PAYLOAD: dict[str, Any] = {**PAYLOAD, "stream": True}
 HEADERS = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json", "Accept": "application/json"}
 
-# The pool OpenRouterService builds for itself (client.py, OpenRouterService._client); every pooled
-# client in the benchmarks gets the same limits so that only the transport differs.
-SERVICE_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=64, keepalive_expiry=60.0)
+# The pool OpenRouterService builds for itself (transport.pool_limits: OPENROUTER_MAX_CONNECTIONS); every
+# pooled client in the benchmarks gets the same limits so that only the transport differs.
+SERVICE_LIMITS = pool_limits()
 SERVICE_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 AsyncCall = Callable[[], Awaitable[Any]]

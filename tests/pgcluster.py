@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from helpers import free_port
 
-__all__ = ["ROOT", "PgCluster", "PgUnavailable", "find_bindir", "sql_files"]
+__all__ = ["ROOT", "PgCluster", "PgUnavailable", "find_bindir", "running_cluster", "sql_files"]
 
 ROOT = Path(__file__).resolve().parents[1]
 STAND_IN = ROOT / "tests" / "db" / "supabase_stand_in.sql"
@@ -171,6 +172,18 @@ class PgCluster:
         )
 
     def _start_server(self) -> None:
+        last_error = ""
+        for _ in range(5):  # the port is free when picked, but another process may take it first
+            self.port = free_port()
+            result = self._pg_ctl_start()
+            if result.returncode == 0:
+                return
+            assert self._tmp is not None
+            log = self._tmp / "server.log"
+            last_error = result.stderr + (log.read_text(errors="replace") if log.is_file() else "")
+        raise PgUnavailable(f"could not start PostgreSQL:\n{last_error}")
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
         assert self.datadir is not None and self._tmp is not None
         settings = {
             "listen_addresses": "127.0.0.1",
@@ -182,30 +195,36 @@ class PgCluster:
             "shared_buffers": "32MB",
             "timezone": "UTC",
         }
-        last_error = ""
-        for _ in range(5):  # the port is free when picked, but another process may take it first
-            self.port = free_port()
-            options = " ".join(f"-c {k}={v}" for k, v in {**settings, "port": str(self.port)}.items())
-            result = self._run_as_owner(
-                [
-                    str(self.bindir / "pg_ctl"),
-                    "--pgdata",
-                    str(self.datadir),
-                    "--log",
-                    str(self._tmp / "server.log"),
-                    "--options",
-                    options,
-                    "--wait",
-                    "--timeout=30",
-                    "start",
-                ],
-                check=False,
-            )
-            if result.returncode == 0:
-                return
-            log = self._tmp / "server.log"
-            last_error = result.stderr + (log.read_text(errors="replace") if log.is_file() else "")
-        raise PgUnavailable(f"could not start PostgreSQL:\n{last_error}")
+        options = " ".join(f"-c {k}={v}" for k, v in {**settings, "port": str(self.port)}.items())
+        return self._run_as_owner(
+            [
+                str(self.bindir / "pg_ctl"),
+                "--pgdata",
+                str(self.datadir),
+                "--log",
+                str(self._tmp / "server.log"),
+                "--options",
+                options,
+                "--wait",
+                "--timeout=30",
+                "start",
+            ],
+            check=False,
+        )
+
+    def stop_server(self) -> None:
+        """Stop the server (``pg_ctl stop -m fast``: sessions are cut) and keep its data: an outage."""
+        if self.datadir is None:
+            raise PgUnavailable("an outage needs a cluster of our own (not TEST_DATABASE_URL)")
+        self._run_as_owner(
+            [str(self.bindir / "pg_ctl"), "--pgdata", str(self.datadir), "--mode=fast", "--wait", "stop"]
+        )
+
+    def start_server(self) -> None:
+        """Start a stopped server again, on the same port (the end of an outage)."""
+        result = self._pg_ctl_start()
+        if result.returncode != 0:
+            raise PgUnavailable(f"could not restart PostgreSQL:\n{result.stderr}")
 
     @classmethod
     def _on_server(cls, bindir: Path, url: str) -> PgCluster:
@@ -311,3 +330,20 @@ class PgCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def running_cluster(dbname: str = "ledger_test") -> Iterator[PgCluster]:
+    """A started cluster for a fixture, stopped after; skips the tests without PostgreSQL (fails on CI)."""
+    import pytest
+
+    try:
+        cluster = PgCluster.start(dbname=dbname)
+    except PgUnavailable as exc:
+        if os.environ.get("CI"):
+            raise  # CI installs postgresql-15: a missing server there is a broken build, not a skip
+        pytest.skip(f"no PostgreSQL to test against: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

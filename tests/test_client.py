@@ -185,6 +185,11 @@ async def test_valid_rich_messages_pass(make_service: Build) -> None:
         ({"max_tokens": 0}, "max_tokens"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"model": ""}, "model"),
+        ({"model": "openai/" + "x" * 122}, r"^model_params.model: must be a model id of at most 128 characters"),
+        ({"model": "openai/gpt-4o\nX"}, r"^model_params.model: must be a model id .* without control characters$"),
+        ({"models": "openai/gpt-4o"}, r"^model_params.models: must be a list of model ids$"),
+        ({"models": ["openai/gpt-4o", 7]}, r"^model_params.models\[1\]: must be a non-empty string$"),
+        ({"models": ["a/" + "b" * 127]}, r"^model_params.models\[0\]: must be a model id of at most 128 characters"),
     ],
 )
 async def test_unknown_or_out_of_range_params_are_errors(

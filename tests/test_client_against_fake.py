@@ -5,7 +5,11 @@ Nothing sleeps for real: the client's sleep is recorded, and timeouts are set to
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -21,10 +25,15 @@ from openrouter_service import (
     OpenRouterServerError,
     OpenRouterService,
     OpenRouterTimeoutError,
+    OpenRouterValidationError,
+    RetryPolicy,
     SSEComment,
 )
 
 USER = [{"role": "user", "content": "Say hello to the world"}]
+NO_JITTER = RetryPolicy(max_retries=3, initial_delay=0.5, jitter=0.0)
+# Generous bounds for calls that must end on a sub-second timeout, never seconds of hanging.
+SANITY_SECONDS = 5.0
 
 
 @pytest.fixture
@@ -110,11 +119,20 @@ async def test_connection_reset_is_retried(service: OpenRouterService, fake: Fak
     assert completion.attempts == 2
 
 
-async def test_cut_response_is_retried_then_reported(service: OpenRouterService, fake: FakeOpenRouter) -> None:
-    fake.script({"fault": "cut", "after": 1, "repeat": 4})
-    with pytest.raises(OpenRouterConnectionError) as info:
-        await service.chat_completion(USER)
-    assert info.value.attempts == 4
+def upstream(fake: FakeOpenRouter, sleeps: Sleeps, **kwargs: Any) -> OpenRouterService:
+    return OpenRouterService("sk-or-v1-fake", base_url=fake.url, sleep=sleeps, **kwargs)
+
+
+async def test_a_plain_answer_cut_mid_body_is_not_retried(
+    fake: FakeOpenRouter, transport_choice: str, sleeps: Sleeps
+) -> None:
+    # Status and headers arrived: the generation ran and is billed, so a retry would bill it twice.
+    fake.script({"fault": "cut", "repeat": 4})
+    async with OpenRouterService("sk-or-v1-fake", base_url=fake.url, sleep=sleeps) as service:
+        with pytest.raises(OpenRouterConnectionError) as info:
+            await service.chat_completion(USER)
+    assert str(info.value) == "The upstream answer was cut off (RemoteProtocolError)."
+    assert (info.value.attempts, info.value.retry_after, sleeps, len(fake.received)) == (1, 1.0, [], 1)
 
 
 async def test_unreachable_upstream(sleeps: Sleeps) -> None:
@@ -227,8 +245,6 @@ async def test_closing_a_stream_early_closes_the_upstream_connection(fake: FakeO
         for _ in range(50):
             if slow.active_connections == 0:
                 break
-            import asyncio
-
             await asyncio.sleep(0.01)
         assert slow.active_connections == 0
 
@@ -292,3 +308,125 @@ def test_default_transport_is_aiohttp_unless_switched(monkeypatch: pytest.Monkey
     assert type(default_transport()).__name__ == "_AiohttpTransport"
     monkeypatch.setenv("OPENROUTER_HTTP_TRANSPORT", "httpx")
     assert isinstance(default_transport(), httpx.AsyncHTTPTransport)
+
+
+# -- deadlines -------------------------------------------------------------------------------------------
+
+
+async def test_a_stream_of_only_keepalives_ends_at_the_first_chunk_timeout(
+    fake: FakeOpenRouter, sleeps: Sleeps
+) -> None:
+    fake.script({"fault": "keepalive", "count": 1000, "delay": 0.02})
+    started = time.perf_counter()
+    async with upstream(fake, sleeps, first_chunk_timeout=0.3) as service:
+        stream = service.stream_chat_completion(USER)
+        with pytest.raises(OpenRouterTimeoutError, match=r"^OpenRouter sent no data within 0\.3 s\.$") as info:
+            [c async for c in stream]
+    assert time.perf_counter() - started < SANITY_SECONDS
+    assert (info.value.attempts, stream.chunks, len(fake.received), sleeps) == (1, 0, 1, [])
+
+
+async def test_a_stream_that_outlasts_the_deadline_ends_with_a_timeout(sleeps: Sleeps) -> None:
+    slow = FakeOpenRouter(api_key="sk-or-v1-fake", chunk_delay=0.2)
+    async with slow, upstream(slow, sleeps, deadline=0.5) as service:
+        stream = service.stream_chat_completion(USER)
+        with pytest.raises(OpenRouterTimeoutError, match=r"^OpenRouter did not finish within the 0\.5 s deadline\.$"):
+            [c async for c in stream]
+    assert stream.chunks >= 1 and not stream.completed and len(slow.received) == 1
+
+
+async def test_a_plain_call_that_outlasts_the_deadline_ends_with_a_timeout(
+    fake: FakeOpenRouter, sleeps: Sleeps
+) -> None:
+    fake.script({"fault": "slow", "delay": 3.0})
+    started = time.perf_counter()
+    async with upstream(fake, sleeps, timeout=10.0, deadline=0.3) as service:
+        with pytest.raises(OpenRouterTimeoutError, match=r"^OpenRouter did not finish within the 0\.3 s deadline\.$"):
+            await service.chat_completion(USER)
+    assert time.perf_counter() - started < SANITY_SECONDS
+    assert len(fake.received) == 1
+
+
+# -- invalid HTTP ------------------------------------------------------------------------------------------
+
+
+UNREACHABLE = "Could not reach OpenRouter (RemoteProtocolError)."
+CUT_OFF = "The upstream answer was cut off (RemoteProtocolError)."
+BAD_STATUS_LINE = "THIS IS NOT HTTP\r\n\r\n"
+BAD_HEADER = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nBad Header\r\n\r\n{}"
+BAD_CHUNK = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("garbage", "plain", "streamed"),
+    [
+        (BAD_STATUS_LINE, (UNREACHABLE, 4), (UNREACHABLE, 4)),
+        (BAD_HEADER, (UNREACHABLE, 4), (UNREACHABLE, 4)),
+        # aiohttp reads the bad framing with the head: no answer began. httpx reads it with the body:
+        # a plain answer with status 200 began (billed, not retried); a stream had no chunk yet.
+        (BAD_CHUNK, {"aiohttp": (UNREACHABLE, 4), "httpx": (CUT_OFF, 1)}, (UNREACHABLE, 4)),
+    ],
+)
+async def test_invalid_http_is_retried_before_an_answer_began_then_reported_as_unreachable(
+    fake: FakeOpenRouter,
+    transport_choice: str,
+    sleeps: Sleeps,
+    garbage: str,
+    plain: tuple[str, int] | dict[str, tuple[str, int]],
+    streamed: tuple[str, int],
+) -> None:
+    expected = plain[transport_choice] if isinstance(plain, dict) else plain
+    fake.script({"fault": "garbage", "bytes": garbage, "repeat": 8})
+    async with upstream(fake, sleeps, retry_policy=NO_JITTER) as service:
+        with pytest.raises(OpenRouterConnectionError) as info:
+            await service.chat_completion(USER)
+        assert (str(info.value), info.value.attempts, info.value.retry_after) == (*expected, 1.0)
+        with pytest.raises(OpenRouterConnectionError) as info:
+            [c async for c in service.stream_chat_completion(USER)]
+        assert (str(info.value), info.value.attempts, info.value.retry_after) == (*streamed, 1.0)
+
+
+async def test_invalid_http_before_an_answer_is_retried_until_it_succeeds(
+    fake: FakeOpenRouter, transport_choice: str, sleeps: Sleeps
+) -> None:
+    fake.script({"fault": "garbage", "repeat": 3})
+    async with upstream(fake, sleeps, retry_policy=NO_JITTER) as service:
+        completion = await service.complete(USER)
+    assert (completion.attempts, len(fake.received), sleeps) == (4, 4, [0.5, 1.0, 2.0])
+
+
+async def test_eight_malformed_answers_are_retried_then_unreachable_never_internal(
+    fake: FakeOpenRouter, transport_choice: str, sleeps: Sleeps
+) -> None:
+    fake.script({"fault": "garbage", "repeat": 8})
+    async with upstream(fake, sleeps, retry_policy=NO_JITTER) as service:
+        for _ in range(2):
+            with pytest.raises(
+                OpenRouterConnectionError, match=r"^Could not reach OpenRouter \(RemoteProtocolError\)\.$"
+            ) as info:
+                await service.chat_completion(USER)
+            assert (info.value.attempts, info.value.retry_after) == (4, 1.0)
+    assert len(fake.received) == 8
+
+
+async def test_the_fake_answers_garbage_as_asked(fake: FakeOpenRouter) -> None:
+    fake.script({"fault": "garbage", "bytes": "NONSENSE"})
+    reader, writer = await asyncio.open_connection(fake.host, fake.port)
+    body = json.dumps({"messages": USER}).encode()
+    writer.write(
+        b"POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-or-v1-fake\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    await writer.drain()
+    assert await reader.read() == b"NONSENSE"
+    writer.close()
+
+
+async def test_a_remote_schema_ref_is_neither_fetched_nor_sent(
+    service: OpenRouterService, fake: FakeOpenRouter
+) -> None:
+    ref = f"{fake.url}/models"  # the fake answers GET /models and records it: any fetch would show
+    fmt = {"type": "json_schema", "json_schema": {"name": "n", "strict": True, "schema": {"$ref": ref}}}
+    with pytest.raises(OpenRouterValidationError, match=r"^response_format\.json_schema\.schema: \$ref "):
+        await service.complete(USER, response_format=fmt)
+    assert fake.received == []

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from helpers import Sleeps
+from log_lines import as_json
 from openrouter_functions.envelope import ApiError
-from openrouter_functions.ledger import Admission, LedgerUnavailable, Limits, UsageRecord
+from openrouter_functions.ledger import Admission, LedgerRejected, LedgerUnavailable, Limits, UsageRecord
 from openrouter_functions.ledger.meter import FINISH_ATTEMPTS, Meter, Ticket
 from openrouter_functions.metrics import METRICS
 
@@ -160,3 +161,71 @@ async def test_settle_with_the_breaker_open_tries_nothing_and_keeps_the_record()
 async def test_check_is_bounded() -> None:
     meter = Meter(StubLedger(hangs=True))
     assert await meter.check(within=0.05) is False
+
+
+# -- one request's data is not an outage; an outage costs a finished request at most a second ----------
+
+
+class RejectingLedger(StubLedger):
+    """A store that is up but refuses one request's values (what a backend raises as LedgerRejected)."""
+
+    async def finish(self, record: UsageRecord) -> bool:
+        self.finishes += 1
+        raise LedgerRejected("sqlite: UnicodeEncodeError: surrogates not allowed")
+
+
+async def test_a_rejected_record_is_logged_once_and_opens_no_breaker(caplog: pytest.LogCaptureFixture) -> None:
+    sleeps = Sleeps()
+    backend = RejectingLedger()
+    meter = Meter(backend, sleep=sleeps)
+    errors_before = METRICS.value("orf_ledger_errors_total", function="chat", op="finish")
+    unrecorded_before = METRICS.value("orf_usage_unrecorded_total", function="chat")
+    caplog.set_level("INFO", logger="openrouter_functions")
+    rejected = UsageRecord(request_id="ledger-1", user_id=USER, function="chat", model="x\ud800", admitted=True)
+
+    await meter.settle(rejected, request_id="req-1")
+
+    assert (backend.finishes, sleeps, meter.suspended()) == (1, [], False)  # not retried, nobody else refused
+    assert METRICS.value("orf_ledger_errors_total", function="chat", op="finish") == errors_before
+    assert METRICS.value("orf_usage_unrecorded_total", function="chat") == unrecorded_before + 1
+    [line] = [as_json(r) for r in caplog.records if r.getMessage() == "usage_unrecorded"]
+    assert line["error"] == "sqlite: UnicodeEncodeError: surrogates not allowed"
+    assert line["record"]["p_row"]["model"] == "x\ud800"  # written escaped, so the line still goes out
+    # The next request is admitted as if nothing happened.
+    assert await meter.admit("ledger-2", USER, "chat", request_id="req-2") == Ticket(admitted=True, reserved_usd=0.01)
+
+
+async def test_a_rejected_begin_is_refused_even_in_open_mode() -> None:
+    class RejectingBegin(StubLedger):
+        async def begin(self, *args: Any) -> Admission:
+            raise LedgerRejected("postgres: DataError: invalid input")
+
+    meter = Meter(RejectingBegin(), failure_mode="open")
+    with pytest.raises(LedgerRejected):
+        await meter.admit("ledger-1", USER, "chat", request_id="req-1")
+    assert not meter.suspended()
+
+
+async def test_settle_against_a_hanging_store_gives_up_within_its_budget(caplog: pytest.LogCaptureFixture) -> None:
+    backend = StubLedger(hangs=True)
+    meter = Meter(backend)  # real sleeps and the real 5 s call timeout: only the settle budget bounds it
+    caplog.set_level("INFO", logger="openrouter_functions")
+    started = time.monotonic()
+
+    await meter.settle(record(), request_id="req-1")
+
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5
+    assert backend.finishes == 1  # the timed-out attempt used the budget: no second wait
+    assert meter.suspended()
+    [line] = [as_json(r) for r in caplog.records if r.getMessage() == "usage_unrecorded"]
+    assert (line["request_id"], line["error"]) == ("req-1", "timed out")
+
+
+async def test_settle_retries_a_fast_failure_only_while_the_budget_lasts() -> None:
+    sleeps = Sleeps()
+    backend = StubLedger(fails=True)
+    meter = Meter(backend, sleep=sleeps)
+    meter.settle_budget = 0.2  # room for the 0.1 s backoff, not for the 0.3 s one after it
+    await meter.settle(record(), request_id="req-1")
+    assert (backend.finishes, sleeps) == (2, [0.1])

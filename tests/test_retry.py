@@ -3,6 +3,7 @@ caller is told to wait), and the one attempt loop that carries it out."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -11,14 +12,16 @@ import pytest
 
 from helpers import Sleeps
 from openrouter_service import (
+    OpenRouterBadRequestError,
     OpenRouterConnectionError,
     OpenRouterRateLimitError,
     OpenRouterServerError,
     OpenRouterTimeoutError,
 )
-from openrouter_service.attempts import Attempts
+from openrouter_service.attempts import Attempts, Deadline
 from openrouter_service.errors import error_from_upstream
 from openrouter_service.retry import (
+    MAX_SERVER_WAIT,
     NEVER_RETRIED_STATUSES,
     RETRYABLE_STATUSES,
     WAITING_HELPS_STATUSES,
@@ -105,6 +108,42 @@ def test_garbage_hints_fall_back_to_backoff() -> None:
     assert policy.delay_for(1, {"retry-after": "soon"}) == 0.5
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"retry-after": "inf"},
+        {"retry-after": "nan"},
+        {"retry-after": "-Infinity"},
+        {"retry-after": "1e400"},
+        {"retry-after-ms": "inf"},
+        {"x-ratelimit-reset": "nan"},
+    ],
+)
+def test_non_finite_hints_are_no_hint_at_all(headers: dict[str, str]) -> None:
+    assert server_wait_hint(headers, now=NOW) is None
+    assert RetryPolicy(initial_delay=0.5, jitter=0.0).delay_for(1, headers) == 0.5
+
+
+def test_a_non_finite_ms_hint_falls_back_to_retry_after() -> None:
+    assert server_wait_hint({"retry-after-ms": "nan", "retry-after": "3"}) == 3.0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"retry-after": "1e12"},
+        {"retry-after-ms": "1e15"},
+        {"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"},
+        {"x-ratelimit-reset": "9e15"},
+    ],
+)
+def test_absurd_hints_are_capped_at_a_day(headers: dict[str, str]) -> None:
+    assert server_wait_hint(headers, now=NOW) == MAX_SERVER_WAIT == 86400.0
+    assert EXACT.decide(1, status=429, server_wait=server_wait_hint(headers, now=NOW)) == RetryDecision(
+        sleep=None, retry_after=86400.0
+    )
+
+
 def test_waits_longer_than_the_cap_are_flagged() -> None:
     policy = RetryPolicy(max_delay=8.0)
     assert policy.too_long(policy.delay_for(1, {"retry-after": "60"}))
@@ -158,6 +197,19 @@ def test_transport_failures_sleep_backoff_then_tell_the_caller_one_second() -> N
     assert EXACT.decide(1, exc=refused, rand=no_jitter) == RetryDecision(sleep=0.5, retry_after=None)
     assert EXACT.decide(3, exc=refused) == RetryDecision(sleep=None, retry_after=1.0)
     assert EXACT.decide(1, exc=httpx.ReadTimeout("still generating")) == RetryDecision(sleep=None, retry_after=1.0)
+
+
+def test_a_transport_failure_after_a_plain_answer_began_is_not_retried() -> None:
+    # The generation ran and is billed; a retry would bill it again.
+    cut = httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+    assert EXACT.should_retry(1, exc=cut) and not EXACT.should_retry(1, exc=cut, billed=True)
+    assert EXACT.decide(1, exc=cut, billed=True) == RetryDecision(sleep=None, retry_after=1.0)
+
+
+def test_a_wait_that_would_outlast_the_deadline_is_not_slept() -> None:
+    assert EXACT.decide(1, status=503, rand=no_jitter, time_left=0.6) == RetryDecision(sleep=0.5, retry_after=None)
+    assert EXACT.decide(1, status=503, rand=no_jitter, time_left=0.4) == RetryDecision(sleep=None, retry_after=0.5)
+    assert EXACT.decide(1, status=429, server_wait=5.0, time_left=3.0) == RetryDecision(sleep=None, retry_after=5.0)
 
 
 def test_caller_wait_prefers_the_server_then_transport_then_status() -> None:
@@ -254,3 +306,85 @@ async def test_other_exceptions_pass_through_untouched_and_are_not_retried() -> 
                 numbers.append(attempt.number)
                 raise KeyError("bug")
     assert numbers == [1] and sleeps == []
+
+
+async def test_a_billed_attempt_cut_while_reading_is_not_retried() -> None:
+    sleeps = Sleeps()
+    numbers = []
+    with pytest.raises(
+        OpenRouterConnectionError, match=r"^The upstream answer was cut off \(RemoteProtocolError\)\.$"
+    ) as info:
+        async for attempt in loop(sleeps):
+            with attempt:
+                numbers.append(attempt.number)
+                attempt.answered()
+                raise httpx.RemoteProtocolError("incomplete body")
+    assert (numbers, sleeps, info.value.attempts, info.value.retry_after) == ([1], [], 1, 1.0)
+
+
+async def test_no_retry_is_slept_past_the_deadline() -> None:
+    sleeps = Sleeps()
+    attempts = Attempts(
+        RetryPolicy(max_retries=3, jitter=0.0), sleeps, timeout=30.0, deadline=Deadline.starting_now(2.0)
+    )
+    with pytest.raises(OpenRouterServerError) as info:
+        async for attempt in attempts:
+            with attempt:
+                attempt.headers = httpx.Headers({"Retry-After": "5"})
+                raise error_from_upstream(503, None)
+    assert (info.value.attempts, info.value.retry_after, sleeps) == (1, 5.0, [])
+
+
+async def test_an_attempt_running_past_the_deadline_ends_in_a_timeout_error() -> None:
+    attempts = Attempts(RetryPolicy(), Sleeps(), timeout=30.0, deadline=Deadline.starting_now(0.05))
+    with pytest.raises(
+        OpenRouterTimeoutError, match=r"^OpenRouter did not finish within the 0\.05 s deadline\.$"
+    ) as info:
+        async for attempt in attempts:
+            with attempt:
+                async with attempt.limit():
+                    await asyncio.sleep(30)
+    assert (info.value.attempts, info.value.retry_after) == (1, None)
+
+
+async def test_a_stream_without_its_first_chunk_in_time_ends_in_a_timeout_error() -> None:
+    deadline = Deadline.starting_now(30.0, first_chunk_seconds=0.05)
+    attempts = Attempts(RetryPolicy(), Sleeps(), timeout=30.0, deadline=deadline)
+    with pytest.raises(OpenRouterTimeoutError, match=r"^OpenRouter sent no data within 0\.05 s\.$") as info:
+        async for attempt in attempts:
+            with attempt:
+                async with attempt.limit(first_chunk=True):
+                    await asyncio.sleep(30)
+    assert info.value.attempts == 1
+
+
+async def test_the_first_chunk_limit_no_longer_applies_once_a_chunk_went_out() -> None:
+    deadline = Deadline.starting_now(30.0, first_chunk_seconds=0.0)
+    async for attempt in Attempts(RetryPolicy(), Sleeps(), timeout=30.0, deadline=deadline):
+        with attempt:
+            attempt.delivered()
+            async with attempt.limit(first_chunk=True):
+                await asyncio.sleep(0)
+
+
+async def test_a_timeout_error_from_elsewhere_is_not_taken_for_ours() -> None:
+    with pytest.raises(TimeoutError):
+        async for attempt in Attempts(RetryPolicy(), Sleeps(), timeout=30.0, deadline=Deadline.starting_now(30.0)):
+            with attempt:
+                async with attempt.limit():
+                    raise TimeoutError("some library's own")
+
+
+async def test_a_final_error_never_carries_our_key() -> None:
+    key = "gateway-key-0f9e8d7c6b5a"  # not shaped like an OpenRouter key: masked because it is ours
+    attempts = Attempts(RetryPolicy(max_retries=0), Sleeps(), timeout=30.0, secret=key)
+    body = {"error": {"message": f"upstream refused key {key}", "metadata": {"raw": key}}}
+    with pytest.raises(OpenRouterBadRequestError) as info:
+        async for attempt in attempts:
+            with attempt:
+                raise error_from_upstream(400, body)
+    assert (str(info.value), info.value.message, info.value.metadata) == (
+        "upstream refused key ***",
+        "upstream refused key ***",
+        {"raw": "***"},
+    )

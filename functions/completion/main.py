@@ -5,6 +5,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from openrouter_functions.endpoints import completion_endpoint
+from openrouter_functions.hosting import adopt_functions_framework
+
+adopt_functions_framework()  # odd methods and framework paths reach the function too
 
 
 @functions_framework.aio.http

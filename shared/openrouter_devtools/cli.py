@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     run.add_argument("--functions-dir", default=None, help="folder with <name>/main.py (default: ./functions)")
+    run.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=None,
+        help="connections or requests at once; beyond it 503 overloaded (default 2048, above MAX_IN_FLIGHT's 1000)",
+    )
 
     pack = sub.add_parser(
         "bundle", help="write a deployable folder for one function (main.py, runtime packages, pinned requirements)"
@@ -44,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from .serve import serve
 
-        return serve(args.host, args.port, args.functions_dir)
+        return serve(args.host, args.port, args.functions_dir, limit_concurrency=args.limit_concurrency)
     if args.command == "fake-upstream":
         return fake_upstream.run(args)
     parser.error(f"unknown command {args.command}")  # pragma: no cover

@@ -2,10 +2,14 @@
 
 Each ``functions/<name>/main.py`` is loaded through functions-framework exactly as a deployment loads
 it, and mounted at ``/<name>`` — the same paths as ``https://REGION-PROJECT.cloudfunctions.net/<name>``.
+
+It listens with the limits a port open to anyone needs (:mod:`.listener`), and stops within the
+functions' shutdown drain (``SHUTDOWN_DRAIN_SECONDS``; ``openrouter_functions.capacity``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import sys
@@ -13,19 +17,51 @@ import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from starlette.requests import Request
 from starlette.responses import Response
 
+from openrouter_functions.envelope import ApiError
 from openrouter_functions.metrics import METRICS
 
-__all__ = ["FUNCTIONS", "FunctionsRouter", "build_app", "find_functions_dir", "mint_dev_token", "serve"]
+from .listener import KEEP_ALIVE_TIMEOUT, LIMIT_CONCURRENCY, guarded_protocol
+
+if TYPE_CHECKING:
+    from openrouter_functions.config import Settings
+    from openrouter_functions.exchange import Exchange
+    from openrouter_functions.runtime import Runtime
+
+__all__ = [
+    "FUNCTIONS",
+    "FunctionsRouter",
+    "build_app",
+    "find_functions_dir",
+    "mint_dev_token",
+    "serve",
+]
 
 FUNCTIONS = ("chat", "completion", "health")
 DEV_USER_ID = "00000000-0000-4000-8000-000000000001"
 OFFLINE_API_KEY = "sk-or-v1-offline-development-key"
 
+# Past the drain, how long the server waits for the last settlements before it cancels what is left.
+SETTLE_MARGIN = 5
+
 ASGIApp = Callable[..., Any]
+
+
+async def _answer_error(
+    scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any], function: str, error: ApiError
+) -> None:
+    """``error`` as a function answers it: the envelope, CORS headers, a request id, a log line."""
+    from openrouter_functions.pipeline import serve_request
+
+    async def refuse(request: Request, exchange: Exchange, runtime: Runtime) -> Response:
+        raise error
+
+    response = await serve_request(Request(scope, receive), function, refuse)
+    await response(scope, receive, send)
 
 
 class FunctionsRouter:
@@ -41,16 +77,19 @@ class FunctionsRouter:
         path: str = scope.get("path", "/")
         name = path.split("/", 2)[1] if path.count("/") >= 1 else ""
         if name == "metrics" and scope["type"] == "http":
-            response = Response(METRICS.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-            await response(scope, receive, send)
+            if scope.get("method") in ("GET", "HEAD"):
+                response = Response(METRICS.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+                await response(scope, receive, send)
+            else:
+                refusal = ApiError(405, "method_not_allowed", "Use GET.", headers={"Allow": "GET, OPTIONS"})
+                await _answer_error(scope, receive, send, "metrics", refusal)
             return
         app = self.apps.get(name)
         if app is None:
-            from openrouter_functions.envelope import ApiError, error_response
-
             known = ", ".join(f"/{n}" for n in self.apps)
-            response = error_response(ApiError(404, "not_found", f"No function here; try {known}."))
-            await response(scope, receive, send)
+            await _answer_error(
+                scope, receive, send, "serve", ApiError(404, "not_found", f"No function here; try {known}.")
+            )
             return
         prefix = f"/{name}"
         rest = path[len(prefix) :] or "/"
@@ -128,8 +167,15 @@ def _offline_upstream(env: MutableMapping[str, str]) -> Iterator[str]:
         yield secret
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080, functions_dir: str | None = None) -> int:
-    """Run the local server until interrupted; returns the exit code."""
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    functions_dir: str | None = None,
+    *,
+    limit_concurrency: int | None = None,
+) -> int:
+    """Run the local server until interrupted (``limit_concurrency``: :data:`LIMIT_CONCURRENCY` by default);
+    returns the exit code."""
     from pydantic import ValidationError
 
     from openrouter_functions.config import Settings, on_cloud_runtime
@@ -150,28 +196,43 @@ def serve(host: str = "127.0.0.1", port: int = 8080, functions_dir: str | None =
             file=sys.stderr,
         )
         return 2
+    if refusals := settings.refusals(env):  # unsafe configuration (config.Settings.refusals)
+        print("refusing to start: " + "; ".join(refusals) + ".", file=sys.stderr)
+        return 2
     folder = find_functions_dir(functions_dir)
     if offline:
         with _offline_upstream(env) as secret:
             token = mint_dev_token(secret)
             _print_offline_banner(host, port, token)
-            return _run(folder, host, port)
+            return _run(folder, host, port, settings, limit_concurrency)
     if not has_key:
         print("warning: OPENROUTER_API_KEY is not set; chat and completion will answer 500.", file=sys.stderr)
     if not auth_configured:
         print("warning: no SUPABASE_JWT_SECRET/SUPABASE_URL; every token will be refused.", file=sys.stderr)
     print(f"openrouter-functions serving /chat /completion /health /metrics on http://{host}:{port}", flush=True)
-    return _run(folder, host, port)
+    return _run(folder, host, port, settings, limit_concurrency)
 
 
-def _run(folder: Path, host: str, port: int) -> int:
+def _run(folder: Path, host: str, port: int, settings: Settings, limit_concurrency: int | None) -> int:
     import uvicorn
 
     from openrouter_functions.runtime import reset_runtime
 
     reset_runtime()
     app = build_app(folder)
-    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        http=guarded_protocol(limit_concurrency or LIMIT_CONCURRENCY, settings.allowed_origins),
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+        # The drain itself is the functions' (capacity.py: SIGTERM refuses new calls, ends the running ones
+        # after SHUTDOWN_DRAIN_SECONDS and settles them); this only bounds what is left after it.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_drain_seconds) + SETTLE_MARGIN,
+    )
+    uvicorn.Server(config).run()
     return 0
 
 

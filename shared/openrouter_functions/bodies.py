@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
@@ -12,12 +13,57 @@ from starlette.requests import Request
 from openrouter_service.messages import ACCEPTED_PARAMETERS, check_model_params
 
 from .envelope import ApiError
+from .ledger import UNSTORABLE
 
-__all__ = ["ChatRequest", "CompletionRequest", "parse_chat", "parse_completion", "read_json"]
+__all__ = ["MAX_DEPTH", "ChatRequest", "CompletionRequest", "parse_chat", "parse_completion", "read_json"]
+
+# Deeper than any real request (a json_schema nests a few levels per property); deeper bodies are
+# refused before anything walks them recursively.
+MAX_DEPTH = 64
+
+
+def _not_json_constant(name: str) -> NoReturn:
+    raise ApiError(400, "invalid_json", f"The request body is not valid JSON: {name} is not a JSON number.")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf
+        _not_json_constant(text)
+    return value
+
+
+def _check_tree(body: Any) -> None:
+    """Refuse a body nested deeper than :data:`MAX_DEPTH` or holding a string no store can keep.
+
+    Iterative, so it is safe whatever the depth; every key and string value is checked once, so the
+    refusal covers message content, names, models and every other parameter alike.
+    """
+    pending: list[tuple[Any, int]] = [(body, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            if UNSTORABLE.search(value):
+                raise ApiError(
+                    400,
+                    "invalid_request",
+                    "Text in the request contains a NUL character or an unpaired UTF-16 surrogate; remove it.",
+                )
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_DEPTH:
+            raise ApiError(400, "invalid_json", f"The request body is nested deeper than {MAX_DEPTH} levels.")
+        if isinstance(value, dict):
+            pending.extend((key, depth) for key in value)
+            pending.extend((item, depth + 1) for item in value.values())
+        else:
+            pending.extend((item, depth + 1) for item in value)
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """The request body as JSON, refusing bodies over ``limit`` bytes without reading them whole."""
+    """The request body as JSON, refusing bodies over ``limit`` bytes without reading them whole, and
+    (400) JSON that is not strictly JSON, nested too deep, or carrying text no store can hold."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "payload_too_large", f"The request body is larger than {limit} bytes.")
@@ -32,9 +78,14 @@ async def read_json(request: Request, limit: int) -> Any:
     if not raw.strip():
         raise ApiError(400, "invalid_request", "The request body is empty; send a JSON object.")
     try:
-        return json.loads(raw)
+        # NaN and Infinity are Python's extensions, not JSON; upstream would get an invalid body.
+        body = json.loads(raw, parse_constant=_not_json_constant, parse_float=_finite)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+    except RecursionError:  # the parser's own depth limit (about 1,000 levels)
+        raise ApiError(400, "invalid_json", f"The request body is nested deeper than {MAX_DEPTH} levels.") from None
+    _check_tree(body)
+    return body
 
 
 def _schema_error(exc: ValidationError) -> ApiError:

@@ -2,18 +2,63 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
+from pydantic_core import PydanticUseDefault
 from pydantic_settings import NoDecode
 
 from openrouter_service.settings import ClientSettings, blank_is_unset, url_or_unset
+from openrouter_service.transport import max_connections
 
-__all__ = ["Settings", "on_cloud_runtime"]
+from .cors import origin_problem
+
+__all__ = [
+    "DEFAULT_DAILY_COST_USD",
+    "DEFAULT_MAX_OUTPUT_TOKENS",
+    "DEFAULT_RPM",
+    "UNLIMITED",
+    "Settings",
+    "limit_or_default",
+    "on_cloud_runtime",
+    "plain_http_allowed",
+]
 
 CsvList = Annotated[tuple[str, ...], NoDecode]
+
+# Conservative limits out of the box (README "Configuration" says why); each can be raised, or switched
+# off by setting it to UNLIMITED. A blank variable keeps the default: an empty CI variable must not
+# silently remove a limit.
+DEFAULT_RPM = 60  # a person chatting sends a few a minute; a runaway script is stopped within the minute
+DEFAULT_DAILY_COST_USD = 1.00  # bounds what one stolen or leaked user token can spend per day
+DEFAULT_MAX_OUTPUT_TOKENS = 4096  # a long answer; without a cap the model's own (often 16k-128k) applies
+UNLIMITED = "unlimited"
+
+
+def limit_or_default(value: object) -> object:
+    """A limit from the environment: blank keeps the default, ``unlimited`` switches the limit off."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if not word:
+            raise PydanticUseDefault()
+        if word == UNLIMITED:
+            return None
+    return value
+
+
+def plain_http_allowed(url: str) -> bool:
+    """Whether ``url`` may be used without TLS: only towards this machine (loopback)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(ClientSettings):
@@ -29,10 +74,11 @@ class Settings(ClientSettings):
 
     # Request policy
     allowed_origins: CsvList = ("*",)
+    allow_any_origin: bool = False  # confirms ALLOWED_ORIGINS=* on a cloud runtime
     allowed_models: CsvList = ()
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
-    max_output_tokens: int | None = Field(default=None, gt=0)
-    prompt_guard: Literal["off", "flag", "block"] = "flag"
+    max_output_tokens: int | None = Field(default=DEFAULT_MAX_OUTPUT_TOKENS, gt=0)
+    prompt_guard: Literal["off", "flag", "block"] = "block"
     log_prompts: bool = True
     health_cache_seconds: float = Field(default=10.0, ge=0)
 
@@ -41,10 +87,14 @@ class Settings(ClientSettings):
     ledger_backend: Literal["auto", "sqlite", "postgres", "supabase_rest", "off"] = "auto"
     ledger_sqlite_path: str = ".openrouter-functions/ledger.sqlite3"
     ledger_failure_mode: Literal["closed", "open"] = "closed"
-    default_rpm: int | None = Field(default=None, ge=0)
+    default_rpm: int | None = Field(default=DEFAULT_RPM, ge=0)
     default_daily_requests: int | None = Field(default=None, ge=0)
-    default_daily_cost_usd: float | None = Field(default=None, ge=0)
+    default_daily_cost_usd: float | None = Field(default=DEFAULT_DAILY_COST_USD, ge=0)
     quota_reserve_usd: float = Field(default=0.01, ge=0)
+
+    # Capacity and shutdown (capacity.py)
+    max_in_flight: int | None = Field(default=None, gt=0)
+    shutdown_drain_seconds: float = Field(default=8.0, ge=0)
 
     # Set by `openrouter-functions serve` when it runs without real credentials.
     offline_mode: bool = False
@@ -56,11 +106,16 @@ class Settings(ClientSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    _blank_limits_and_secrets_are_unset = field_validator(
+    _limits_default_when_blank = field_validator(
         "default_rpm",
         "default_daily_requests",
         "default_daily_cost_usd",
         "max_output_tokens",
+        "prompt_guard",
+        mode="before",
+    )(limit_or_default)
+    _blank_limits_and_secrets_are_unset = field_validator(
+        "max_in_flight",
         "database_url",
         "supabase_jwt_secret",
         "supabase_service_role_key",
@@ -102,6 +157,30 @@ class Settings(ClientSettings):
         if backend == "supabase_rest" and not (self.supabase_url and self.supabase_service_role_key):
             return "LEDGER_BACKEND=supabase_rest needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY."
         return None
+
+    @property
+    def in_flight_limit(self) -> int:
+        """Calls one instance runs at once (``MAX_IN_FLIGHT``); by default as many as it may open upstream
+        connections, so no call ever waits for one."""
+        return self.max_in_flight if self.max_in_flight is not None else max_connections()
+
+    def refusals(self, env: Mapping[str, str] | None = None) -> list[str]:
+        """Why these settings must not serve at all (chat and completion answer 500, ``serve`` exits),
+        or nothing; ``env`` decides whether this is a cloud runtime (default: the process environment)."""
+        problems = [p for p in map(origin_problem, self.allowed_origins) if p is not None]
+        if "*" in self.allowed_origins and on_cloud_runtime(env) and not self.allow_any_origin:
+            problems.append(
+                "ALLOWED_ORIGINS=* on a cloud runtime lets any web page read the answers: list your web app's "
+                "origins, or set ALLOW_ANY_ORIGIN=true to confirm"
+            )
+        for name, url in (
+            ("OPENROUTER_BASE_URL", self.openrouter_base_url),
+            ("SUPABASE_URL", self.supabase_url),
+            ("SUPABASE_JWKS_URL", self.supabase_jwks_url),
+        ):
+            if url is not None and urlsplit(url).scheme != "https" and not plain_http_allowed(url):
+                problems.append(f"{name} must use https (plain http only towards a loopback host)")
+        return problems
 
     @property
     def auth_configured(self) -> bool:

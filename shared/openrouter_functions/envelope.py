@@ -126,7 +126,8 @@ def error_body(error: ApiError) -> dict[str, Any]:
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A compact JSON response."""
-    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    # A lone surrogate from upstream cannot be UTF-8; written as its JSON escape it stays valid JSON.
+    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
     return Response(payload, status_code=status, headers=headers, media_type="application/json")
 
 

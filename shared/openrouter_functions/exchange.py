@@ -11,10 +11,11 @@ from typing import Any
 
 from openrouter_service.client import Completion
 from openrouter_service.errors import OpenRouterError, OpenRouterSchemaError
+from openrouter_service.messages import MODEL_ID_CHARS
 from openrouter_service.redact import preview
 
 from .envelope import ApiError
-from .ledger import UsageRecord, ledger_user_id
+from .ledger import UsageRecord, ledger_user_id, storable
 from .metrics import METRICS
 
 __all__ = ["Exchange"]
@@ -22,9 +23,24 @@ __all__ = ["Exchange"]
 log = logging.getLogger("openrouter_functions.request")
 
 
+# Upstream usage beyond these is not believed (and no store column need hold it): no request uses a
+# billion tokens or costs a thousand dollars. Such a value, a negative one or a non-number is dropped.
+MAX_TOKENS = 10**9
+MAX_COST_USD = 1000.0
+
+
 def _count(usage: dict[str, Any], key: str) -> int | None:
     value = usage.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS:
+        return value
+    return None
+
+
+def _cost(usage: dict[str, Any]) -> float | None:
+    value = usage.get("cost")
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= MAX_COST_USD:
+        return float(value)  # NaN fails the comparison; inf is beyond the bound
+    return None
 
 
 @dataclass(slots=True)
@@ -79,17 +95,18 @@ class Exchange:
         """The ledger row for this request."""
         assert self.user_id is not None
         usage = self.usage or {}
-        cost = usage.get("cost")
-        cost_usd = float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None
-        if cost_usd is None and self.outcome == "cancelled" and self.admitted:
-            # The caller hung up before the provider's usage arrived; OpenRouter still bills what was
-            # generated. Charging the reservation keeps hanging up from being a way around the budget.
+        cost_usd = _cost(usage)
+        if cost_usd is None and self.outcome in ("cancelled", "upstream_error") and self.admitted:
+            # The caller hung up, or the stream failed upstream after it started, before the provider's
+            # usage arrived; OpenRouter still bills what was generated. Charging the reservation keeps
+            # either from being a way around the budget.
             cost_usd = self.reserved_usd
         return UsageRecord(
             request_id=self.ledger_id,
             user_id=ledger_user_id(self.user_id),
             function=self.function,
-            model=self.model,
+            # Caller text was checked at the edge; what upstream said was not, so it is made storable.
+            model=storable(self.model, MODEL_ID_CHARS),
             status=self.status,
             error_type=self.error_type,
             outcome=self.outcome,
@@ -99,16 +116,18 @@ class Exchange:
             completion_tokens=_count(usage, "completion_tokens"),
             total_tokens=_count(usage, "total_tokens"),
             cost_usd=cost_usd,
-            generation_id=self.generation_id,
+            generation_id=storable(self.generation_id, MODEL_ID_CHARS),
             prompt_preview=self.prompt_preview if keep_previews else None,
-            response_preview=self.response_preview if keep_previews else None,
+            response_preview=storable(self.response_preview) if keep_previews else None,
             admitted=self.admitted or self.unmetered,
         )
 
     def record(self) -> None:
         """Metrics and the request's one log line, at the level its status deserves."""
         elapsed = time.perf_counter() - self.started
-        model = self.model or "none"
+        # A label only for a model upstream served (it answered with a generation): a caller's refused
+        # or unknown model names would each become a series, held for the life of the process.
+        model = "none" if self.model is None else self.model if self.generation_id is not None else "other"
         METRICS.inc("orf_requests_total", function=self.function, status=str(self.status), model=model)
         METRICS.observe_latency(elapsed, function=self.function)
         if self.attempts:
@@ -116,14 +135,14 @@ class Exchange:
             if self.attempts > 1:
                 METRICS.inc("orf_upstream_retries_total", self.attempts - 1, function=self.function)
         usage = self.usage or {}
-        prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        cost = usage.get("cost")
-        if isinstance(prompt_tokens, int):
+        prompt_tokens, completion_tokens = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+        cost = _cost(usage)
+        if prompt_tokens is not None:
             METRICS.inc("orf_tokens_total", prompt_tokens, function=self.function, model=model, kind="prompt")
-        if isinstance(completion_tokens, int):
+        if completion_tokens is not None:
             METRICS.inc("orf_tokens_total", completion_tokens, function=self.function, model=model, kind="completion")
-        if isinstance(cost, int | float):
-            METRICS.inc("orf_cost_usd_total", float(cost), function=self.function, model=model)
+        if cost is not None:
+            METRICS.inc("orf_cost_usd_total", cost, function=self.function, model=model)
         # A stream that failed after its 200 went out is a failure too, whatever its status says.
         failed = self.status >= 500 or self.outcome == "upstream_error"
         level = logging.ERROR if failed else logging.WARNING if self.status >= 400 else logging.INFO
@@ -133,7 +152,7 @@ class Exchange:
             "request_id": self.request_id,
             "function": self.function,
             "user_id": self.user_id,
-            "model": self.model,
+            "model": self.model[:MODEL_ID_CHARS] if self.model is not None else None,
             "status": self.status,
             "error_type": self.error_type,
             "outcome": self.outcome,

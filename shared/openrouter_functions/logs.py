@@ -5,12 +5,17 @@ convention google-cloud-logging's structured handler reads too). The formatter t
 ``{"severity", "message", "logger", ...fields}``: ``severity`` is the record's level, so
 ``LOG_LEVEL=WARNING`` hides exactly the lines that say INFO. Secrets are masked by a filter on the
 handler, so no line reaches stdout with an API key, bearer token or JWT in it, whoever wrote it.
+
+A line can always be written: it is ASCII (non-ASCII text, a caller's lone surrogate included, is
+written as JSON escapes, so no stream encoding can refuse it) and strict JSON (a NaN or infinity is
+written as a string).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from typing import Any
@@ -54,7 +59,21 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             # A traceback can quote a header or a URL with a key in it; it is masked like everything else.
             line["exception"] = mask_secrets(self.formatException(record.exc_info))
-        return json.dumps(line, ensure_ascii=False, default=str)
+        try:
+            return json.dumps(line, default=str, allow_nan=False)
+        except ValueError:  # a NaN or infinity somewhere in the fields: rare, so only then walked
+            return json.dumps(_strict(line), default=str)
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with every non-finite float written as a string, which strict JSON can hold."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
 
 
 def configure_logging(level: str | None = None) -> None:

@@ -1,28 +1,59 @@
-"""Prometheus metrics without a client library: a few counters and one histogram, text format 0.0.4."""
+"""Prometheus metrics without a client library: a few counters and one histogram, text format 0.0.4.
+
+Label values are escaped as the format says and bounded: each is cut to :data:`LABEL_CHARS`, made
+encodable, and a metric keeps at most :data:`MAX_SERIES` label sets, later ones adding to one
+``other`` series, so no caller can grow the process or break a scrape through a label.
+"""
 
 from __future__ import annotations
 
 import threading
 from bisect import bisect_left
 from collections import defaultdict
+from typing import TypeVar
 
 __all__ = ["METRICS", "Metrics"]
 
+T = TypeVar("T")
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+LABEL_CHARS = 128
+MAX_SERIES = 500
+OTHER = "other"
 
 Labels = tuple[tuple[str, str], ...]
 
 
+def _value(value: str) -> str:
+    value = value[:LABEL_CHARS]
+    if value.isascii():
+        return value
+    # A lone surrogate cannot be written as UTF-8: it would fail every scrape from then on.
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _labels(**labels: str) -> Labels:
-    return tuple(sorted(labels.items()))
+    return tuple(sorted((name, _value(value)) for name, value in labels.items()))
+
+
+def _escape(value: str) -> str:
+    """A label value as the text format writes it: backslash, double quote and line feed escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _render_labels(labels: Labels, extra: tuple[tuple[str, str], ...] = ()) -> str:
     pairs = labels + extra
     if not pairs:
         return ""
-    inner = ",".join(f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for k, v in pairs)
-    return "{" + inner + "}"
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
+
+
+def _bounded(series: dict[Labels, T], key: Labels) -> Labels:
+    """``key``, or the metric's one overflow key once it holds :data:`MAX_SERIES` label sets."""
+    if key in series or len(series) < MAX_SERIES:
+        return key
+    return tuple((name, OTHER) for name, _ in key)
 
 
 class Metrics:
@@ -48,13 +79,16 @@ class Metrics:
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
         """Add ``value`` to a counter."""
+        key = _labels(**labels)
         with self._lock:
-            self._counters[name][_labels(**labels)] += value
+            series = self._counters[name]
+            series[_bounded(series, key)] += value
 
     def observe_latency(self, seconds: float, **labels: str) -> None:
         """Record one request duration."""
         key = _labels(**labels)
         with self._lock:
+            key = _bounded(self._hist, key)
             counts = self._hist.get(key)
             if counts is None:
                 counts = self._hist[key] = [0.0] * (len(LATENCY_BUCKETS) + 1)

@@ -25,6 +25,7 @@ from openrouter_service.errors import OpenRouterError
 from openrouter_service.redact import preview
 
 from .bodies import read_json
+from .capacity import IN_FLIGHT
 from .cors import cors_headers, preflight_headers
 from .envelope import ApiError, error_response, reply_for
 from .exchange import Exchange
@@ -103,6 +104,7 @@ async def run_call(request: Request, exchange: Exchange, runtime: Runtime, spec:
     if route(request) not in spec.paths:
         raise ApiError(404, "not_found", spec.not_found)
     require_method(request, "POST")
+    runtime.refuse_if_unsafe()
     settings = runtime.settings
 
     caller = await runtime.authenticate(request.headers.get("authorization"))
@@ -128,16 +130,24 @@ async def run_call(request: Request, exchange: Exchange, runtime: Runtime, spec:
         call.messages, model_params=decision.params, response_format=call.response_format, stream=call.stream
     )
 
-    await _admit(runtime, exchange)
+    # A full instance refuses at once (503 overloaded, Retry-After) instead of queueing for an upstream
+    # connection, and before admission, so the refusal spends no quota. The slot also lets a shutdown end
+    # the call in time (capacity.py).
+    with IN_FLIGHT.claim(exchange, settings.in_flight_limit, settings.shutdown_drain_seconds) as slot:
+        await _admit(runtime, exchange)
+        return await slot.run(lambda: _call(runtime, exchange, spec, call, decision.params))
+
+
+async def _call(runtime: Runtime, exchange: Exchange, spec: CallSpec, call: Call, params: dict[str, Any]) -> Response:
+    """The admitted upstream call, plain or streamed (settled whatever happens)."""
+    service, settings = runtime.service, runtime.settings
     try:
         if call.stream:
-            stream = service.stream_chat_completion(call.messages, model_params=decision.params)
+            stream = service.stream_chat_completion(call.messages, model_params=params)
             return await relay_stream(
                 stream, exchange, lambda: _finish(runtime, exchange), keep_previews=settings.log_prompts
             )
-        completion = await service.complete(
-            call.messages, model_params=decision.params, response_format=call.response_format
-        )
+        completion = await service.complete(call.messages, model_params=params, response_format=call.response_format)
     except OpenRouterError as exc:
         exchange.note_failure(exc)
         raise

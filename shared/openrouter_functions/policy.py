@@ -63,12 +63,15 @@ def apply_policy(
                 return Decision(
                     model, send, refusal=ApiError(400, "max_tokens_exceeded", f"{key} may be at most {cap}.")
                 )
-        if "max_tokens" not in params and "max_completion_tokens" not in params:
-            send["max_tokens"] = cap  # unset would mean the model's own (often much larger) limit
+        if params.get("max_tokens") is None and params.get("max_completion_tokens") is None:
+            # Unset (or null, which upstream reads as unset) would mean the model's own, often much
+            # larger, limit.
+            send.pop("max_completion_tokens", None)
+            send["max_tokens"] = cap
 
     if settings.prompt_guard == "off":
         return Decision(model, send)
-    hits = tuple(scan_messages(m for m in messages if isinstance(m, Mapping)))
+    hits = tuple(scan_messages(messages, params))  # every caller-written text, whatever its role
     if hits and settings.prompt_guard == "block":
         return Decision(
             model, send, hits, ApiError(400, "prompt_rejected", "The request looks like a prompt-injection attempt.")

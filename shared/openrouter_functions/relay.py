@@ -35,7 +35,9 @@ def encode_event(item: dict[str, Any] | SSEComment) -> bytes:
     """One SSE event: a chunk as ``data:`` JSON, a keep-alive as a comment line."""
     if isinstance(item, SSEComment):
         return f": {item.text}\n\n".encode()
-    return b"data: " + json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    # A lone surrogate from upstream cannot be UTF-8; written as its JSON escape it stays valid JSON.
+    data = json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
+    return b"data: " + data + b"\n\n"
 
 
 def _error_event(stream: ChatStream, error: OpenRouterError, exchange: Exchange) -> bytes:

@@ -73,6 +73,7 @@ class Runtime:
     _meter: Meter | None = None
     _probe: UpstreamProbe | None = None
     _probe_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _refusals: list[str] | None = None
 
     @property
     def service(self) -> OpenRouterService:
@@ -144,9 +145,23 @@ class Runtime:
         meter.backend = backend
         return meter
 
+    @property
+    def refusals(self) -> list[str]:
+        """Why this instance refuses to serve chat and completion (unsafe configuration), worked out once."""
+        if self._refusals is None:
+            self._refusals = self.settings.refusals()
+        return self._refusals
+
+    def refuse_if_unsafe(self) -> None:
+        """500 ``configuration_error`` while the configuration is unsafe (health names why)."""
+        if self.refusals:
+            raise ApiError(
+                500, "configuration_error", "This server refuses to serve: " + "; ".join(self.refusals) + "."
+            )
+
     def configuration_problems(self) -> list[str]:
         """What is missing for chat and completion to work (no secret values, only names)."""
-        problems = []
+        problems = list(self.refusals)
         if not self.settings.openrouter_api_key_value():
             problems.append("OPENROUTER_API_KEY is not set")
         if not self.settings.auth_configured:
@@ -162,6 +177,8 @@ class Runtime:
 
     async def probe_upstream(self, *, probe_timeout: float = 3.0) -> tuple[UpstreamProbe, bool]:
         """OpenRouter's reachability, cached ``health_cache_seconds``: (probe, whether it was cached)."""
+        if self.refusals:  # e.g. a plain-http OPENROUTER_BASE_URL: never contacted, not even by a probe
+            return UpstreamProbe(False, 0.0, time.time(), "not probed: the configuration is refused"), False
         ttl = self.settings.health_cache_seconds
         probe = self._probe
         if probe is not None and time.time() - probe.checked_at < ttl:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .attempts import Attempt, Attempts, Sleep, settle
+from .attempts import Attempt, Attempts, Deadline, Sleep, settle
 from .calllog import CallLog
 from .errors import (
     OpenRouterConfigError,
@@ -27,7 +27,13 @@ from .messages import (
 )
 from .redact import preview
 from .retry import RetryPolicy, server_wait_hint
-from .settings import DEFAULT_BASE_URL, DEFAULT_MODEL
+from .settings import (
+    DEFAULT_BASE_URL,
+    DEFAULT_DEADLINE,
+    DEFAULT_FIRST_CHUNK_TIMEOUT,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MODEL,
+)
 from .stream import ChatStream
 from .wire import Completion, add_usage, check_completion, encode, failure_in, json_or_none
 
@@ -58,6 +64,9 @@ class OpenRouterService:
         retry_policy: RetryPolicy | None = None,
         sleep: Sleep | None = None,
         health_timeout: float = 3.0,
+        deadline: float = DEFAULT_DEADLINE,
+        first_chunk_timeout: float = DEFAULT_FIRST_CHUNK_TIMEOUT,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if api_key is None or not api_key.strip():
             raise OpenRouterConfigError(
@@ -68,10 +77,19 @@ class OpenRouterService:
             raise OpenRouterConfigError("OPENROUTER_TIMEOUT must be a positive number of seconds.")
         if max_retries < 0:
             raise OpenRouterConfigError("OPENROUTER_MAX_RETRIES must be zero or more.")
+        if deadline <= 0 or first_chunk_timeout <= 0:
+            raise OpenRouterConfigError(
+                "OPENROUTER_DEADLINE and OPENROUTER_FIRST_CHUNK_TIMEOUT must be positive numbers of seconds."
+            )
+        if max_response_bytes < 1:
+            raise OpenRouterConfigError("OPENROUTER_MAX_RESPONSE_BYTES must be a positive number of bytes.")
         self._api_key = api_key.strip()
         self.model_name = model_name
         self.base_url = base_url
         self.timeout = timeout
+        self.deadline = deadline
+        self.first_chunk_timeout = first_chunk_timeout
+        self.max_response_bytes = max_response_bytes
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries, backoff_factor=backoff_factor)
         self.max_retries = self.retry_policy.max_retries
         self.backoff_factor = self.retry_policy.backoff_factor
@@ -186,12 +204,13 @@ class OpenRouterService:
         """Like :meth:`chat_completion`, also giving attempts, latency and the parsed structured value."""
         payload, fmt = self._prepare(messages, model_params, response_format)
         started = time.perf_counter()
+        deadline = Deadline.starting_now(self.deadline)  # one for the call, re-asks included
         attempts = 0
         try:
-            data, attempts = await self._post_with_retry(payload)
+            data, attempts = await self._post_with_retry(payload, deadline=deadline)
             parsed = None
             if fmt is not None:
-                data, parsed, more = await self._enforce_format(payload, data, fmt)
+                data, parsed, more = await self._enforce_format(payload, data, fmt, deadline=deadline)
                 attempts += more
         except OpenRouterError as exc:
             # An error after the first answer (a re-ask's) counted only its own attempts; add the first's.
@@ -294,9 +313,38 @@ class OpenRouterService:
 
     # -- the wire -------------------------------------------------------------------------------------
 
-    def attempts(self) -> Attempts:
-        """The attempt loop for one call: ``async for attempt in service.attempts(): with attempt: ...``."""
-        return Attempts(self.retry_policy, self._sleep, timeout=self.timeout)
+    def attempts(self, deadline: Deadline | None = None) -> Attempts:
+        """The attempt loop for one call: ``async for attempt in service.attempts(): with attempt: ...``.
+
+        Without ``deadline``, one starts now: :attr:`deadline` seconds for the call, and
+        :attr:`first_chunk_timeout` for a stream's first data chunk.
+        """
+        if deadline is None:
+            deadline = Deadline.starting_now(self.deadline, self.first_chunk_timeout)
+        return Attempts(self.retry_policy, self._sleep, timeout=self.timeout, deadline=deadline, secret=self._api_key)
+
+    async def _read_body(self, response: httpx.Response) -> bytes:
+        """The whole body of an answer (then closed); ``OpenRouterResponseError`` past ``max_response_bytes``."""
+        limit = self.max_response_bytes
+        try:
+            declared = response.headers.get("content-length", "")
+            size = int(declared) if declared.isdigit() and len(declared) < 19 else 0
+            parts: list[bytes] = []
+            if size <= limit:
+                size = 0
+                async for part in response.aiter_bytes():
+                    size += len(part)
+                    if size > limit:
+                        break
+                    parts.append(part)
+        finally:
+            await response.aclose()
+        if size > limit:
+            raise OpenRouterResponseError(
+                f"OpenRouter sent an answer larger than {limit} bytes.",
+                upstream_status=200 if response.status_code == 200 else None,
+            )
+        return b"".join(parts)
 
     async def open_event_stream(self, payload: Mapping[str, Any], attempt: Attempt) -> httpx.Response:
         """Send ``payload`` as one streaming request: the open ``text/event-stream`` response, or raise
@@ -308,10 +356,7 @@ class OpenRouterService:
         response = await client.send(request, stream=True)
         if response.status_code == 200 and response.headers.get("content-type", "").startswith("text/event-stream"):
             return response
-        try:
-            raw = await response.aread()
-        finally:
-            await response.aclose()
+        raw = await self._read_body(response)
         attempt.headers = response.headers
         raise failure_in(response.status_code, json_or_none(raw)) or OpenRouterResponseError(
             "OpenRouter answered a streaming request without an event stream.", upstream_status=200
@@ -326,15 +371,22 @@ class OpenRouterService:
             raise error
         await self._sleep(wait)
 
-    async def _post_with_retry(self, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    async def _post_with_retry(
+        self, payload: dict[str, Any], *, deadline: Deadline | None = None
+    ) -> tuple[dict[str, Any], int]:
         """POST ``payload`` to ``/chat/completions`` with retries: (the validated body, attempts made)."""
         body = encode(payload)
         url = f"{self.base_url}/chat/completions"
         client = self._client()
-        async for attempt in self.attempts():
+        async for attempt in self.attempts(deadline):
             with attempt:
-                response = await client.post(url, content=body, headers=self._headers)
-                data = json_or_none(response.content)
+                async with attempt.limit():
+                    request = client.build_request("POST", url, content=body, headers=self._headers)
+                    response = await client.send(request, stream=True)
+                    if response.status_code == 200:
+                        attempt.answered()
+                    raw = await self._read_body(response)
+                data = json_or_none(raw)
                 error = failure_in(response.status_code, data)
                 if error is not None:
                     attempt.headers = response.headers
@@ -343,7 +395,7 @@ class OpenRouterService:
                     raise OpenRouterResponseError(
                         "OpenRouter returned a body that is not JSON.",
                         upstream_status=200,
-                        metadata={"body_preview": preview(response.text, 200)},
+                        metadata={"body_preview": preview(raw.decode("utf-8", "replace"), 200)},
                     )
                 return self._validate_response(data, attempt.number), attempt.number
         raise AssertionError("the attempt loop ends by returning or raising")  # pragma: no cover
@@ -353,7 +405,7 @@ class OpenRouterService:
         return check_completion(data, attempts)
 
     async def _enforce_format(
-        self, payload: dict[str, Any], data: dict[str, Any], fmt: dict[str, Any]
+        self, payload: dict[str, Any], data: dict[str, Any], fmt: dict[str, Any], *, deadline: Deadline | None = None
     ) -> tuple[dict[str, Any], Any, int]:
         """Hold the content to ``fmt``, re-asking up to ``schema_retries`` times: (data, parsed, extra attempts)."""
         from .structured import parse_structured, reask_message
@@ -384,7 +436,7 @@ class OpenRouterService:
                 {"role": "assistant", "content": content if isinstance(content, str) else ""},
                 {"role": "user", "content": reask_message(violations)},
             ]
-            data, attempts = await self._post_with_retry({**payload, "messages": messages})
+            data, attempts = await self._post_with_retry({**payload, "messages": messages}, deadline=deadline)
             extra_attempts += attempts
             usage = add_usage(usage, data.get("usage") if isinstance(data.get("usage"), dict) else None)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .redact import mask_secrets, mask_value, preview
+
 __all__ = [
+    "UPSTREAM_MESSAGE_CHARS",
     "OpenRouterAuthError",
     "OpenRouterBadRequestError",
     "OpenRouterConfigError",
@@ -31,6 +34,10 @@ __all__ = [
     "SchemaViolation",
     "error_from_upstream",
 ]
+
+# The longest upstream error text passed on to a caller; OpenRouter's own messages are far shorter, a
+# provider's may quote whole request bodies.
+UPSTREAM_MESSAGE_CHARS = 500
 
 
 class OpenRouterError(Exception):
@@ -59,6 +66,14 @@ class OpenRouterError(Exception):
             f"{self.__class__.__name__}({self.message!r}, upstream_status={self.upstream_status}, "
             f"attempts={self.attempts})"
         )
+
+    def redact(self, secret: str) -> None:
+        """Remove ``secret`` (our key, whatever its shape) from the message and metadata."""
+        # Upstream text was pattern-masked already, which may have left the tail of a key of an odd shape.
+        forms = (secret, mask_secrets(secret))
+        self.message = mask_secrets(self.message, *forms)
+        self.args = (self.message,)
+        self.metadata = mask_value(self.metadata, *forms)
 
 
 class OpenRouterConfigError(OpenRouterError):
@@ -180,10 +195,10 @@ _FRIENDLY: dict[type[OpenRouterError], str] = {
 
 
 def _status_of(code: int | str | None, fallback: int) -> int:
+    if isinstance(code, str) and len(code) == 3 and code.isdigit():
+        code = int(code)
     if isinstance(code, int) and 100 <= code <= 599:
         return code
-    if isinstance(code, str) and code.isdigit():
-        return int(code)
     return fallback
 
 
@@ -197,14 +212,18 @@ def error_from_upstream(
     """Build the matching error from an upstream HTTP status and its (parsed) error body.
 
     ``body`` is the whole JSON body or just its ``error`` object; a 200 carrying an error uses the code
-    inside it.
+    inside it. Upstream text is masked (keys, bearer tokens, JWTs: a provider may echo our request) and
+    the message cut to :data:`UPSTREAM_MESSAGE_CHARS`.
     """
     err = body.get("error", body) if isinstance(body, dict) else None
     err = err if isinstance(err, dict) else {}
     code = err.get("code")
+    if isinstance(code, str):
+        code = mask_secrets(code)[:64]
     raw_metadata = err.get("metadata")
-    metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
-    upstream_message = err.get("message") if isinstance(err.get("message"), str) else None
+    metadata: dict[str, Any] = mask_value(raw_metadata) if isinstance(raw_metadata, dict) else {}
+    raw_message = err.get("message")
+    upstream_message = preview(raw_message, UPSTREAM_MESSAGE_CHARS) if isinstance(raw_message, str) else None
     effective = status if status != 200 else _status_of(code, 502)
     if effective == 200:
         effective = 502

@@ -14,6 +14,7 @@ from .errors import OpenRouterValidationError
 __all__ = [
     "ACCEPTED_PARAMETERS",
     "MESSAGE_ROLES",
+    "MODEL_ID_CHARS",
     "check_model_params",
     "check_response_format",
     "last_user_text",
@@ -22,6 +23,10 @@ __all__ = [
 ]
 
 MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+# The longest model id accepted. OpenRouter's ids are well under 100 characters; anything much longer
+# is not a model, and it would be logged and stored wherever the request is.
+MODEL_ID_CHARS = 128
 
 # Part type -> the key that must hold its payload.
 _PART_PAYLOAD = {
@@ -118,6 +123,13 @@ def _fail(where: str, problem: str) -> OpenRouterValidationError:
     return OpenRouterValidationError(f"{where}: {problem}")
 
 
+def _check_model_id(where: str, model: Any) -> None:
+    if not isinstance(model, str) or not model.strip():
+        raise _fail(where, "must be a non-empty string")
+    if len(model) > MODEL_ID_CHARS or not model.isprintable():
+        raise _fail(where, f"must be a model id of at most {MODEL_ID_CHARS} characters, without control characters")
+
+
 def _check_parts(where: str, parts: Sequence[Any]) -> None:
     if not parts:
         raise _fail(f"{where}.content", "a list of parts must not be empty")
@@ -203,9 +215,15 @@ def check_model_params(params: Mapping[str, Any], *, label: str = "model_params"
         if (low is not None and value < low) or (high is not None and value > high):
             span = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
             raise OpenRouterValidationError(f"{prefix}{name}: must be within {span} (got {value})")
-    model = params.get("model")
-    if model is not None and (not isinstance(model, str) or not model.strip()):
-        raise OpenRouterValidationError(f"{prefix}model: must be a non-empty string")
+    if params.get("model") is not None:
+        _check_model_id(f"{prefix}model", params["model"])
+    models = params.get("models")
+    if models is not None:
+        # Not a list would skip the allow-list, which checks each entry.
+        if not isinstance(models, list):
+            raise OpenRouterValidationError(f"{prefix}models: must be a list of model ids")
+        for i, fallback in enumerate(models):
+            _check_model_id(f"{prefix}models[{i}]", fallback)
     stop = params.get("stop")
     if stop is not None and not (
         isinstance(stop, str) or (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))

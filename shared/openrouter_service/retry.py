@@ -8,6 +8,7 @@ what :meth:`RetryPolicy.decide` says.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ from typing import NamedTuple
 import httpx
 
 __all__ = [
+    "MAX_SERVER_WAIT",
     "NEVER_RETRIED_STATUSES",
     "RETRYABLE_STATUSES",
     "TRANSPORT_RETRY_AFTER",
@@ -37,6 +39,9 @@ WAITING_HELPS_STATUSES = RETRYABLE_STATUSES | {402}
 # What a caller is told to wait after OpenRouter could not be reached: the network may be back at once,
 # and a second is short enough not to matter.
 TRANSPORT_RETRY_AFTER = 1.0
+# The longest wait a server hint is taken at: a day covers OpenRouter's longest real limit (the free
+# models' daily quota). Longer, infinite or NaN hints are nonsense; a caller must never be told them.
+MAX_SERVER_WAIT = 86400.0
 
 
 def is_retryable_status(status: int) -> bool:
@@ -44,49 +49,62 @@ def is_retryable_status(status: int) -> bool:
     return status in RETRYABLE_STATUSES
 
 
-def is_retryable_exception(exc: BaseException) -> bool:
+def is_retryable_exception(exc: BaseException, *, billed: bool = False) -> bool:
     """True for transport failures worth another attempt: connection errors and connect/pool timeouts.
 
     A read timeout is *not* retried: the request reached OpenRouter and the model may still be
     generating, and OpenRouter bills a non-streamed generation in full whether or not we wait for it,
-    so a retry would bill the caller twice for one answer.
+    so a retry would bill the caller twice for one answer. For the same reason nothing is retried once
+    the call is ``billed``: a non-streamed answer's status and headers arrived, so the generation ran,
+    and a body cut off after that is lost, not worth paying for twice.
     """
-    if isinstance(exc, httpx.ReadTimeout):
+    if billed or isinstance(exc, httpx.ReadTimeout):
         return False
     return isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError)
 
 
+def _number(value: str) -> float | None:
+    """``value`` as a finite number; ``None`` for anything else (``inf``, ``nan`` and garbage alike)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _capped(seconds: float) -> float:
+    return min(max(0.0, seconds), MAX_SERVER_WAIT)
+
+
 def server_wait_hint(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
     """Seconds the server asked us to wait, from ``retry-after-ms``, ``Retry-After`` (seconds or an HTTP
-    date) or ``X-RateLimit-Reset`` (epoch milliseconds); ``None`` when it said nothing usable."""
+    date) or ``X-RateLimit-Reset`` (epoch milliseconds); ``None`` when it said nothing usable.
+
+    Never more than :data:`MAX_SERVER_WAIT`; a non-finite value is no hint at all.
+    """
     current = time.time() if now is None else now
     value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(0.0, float(value) / 1000.0)
-        except ValueError:
-            pass
+    number = _number(value) if value else None
+    if number is not None:
+        return _capped(number / 1000.0)
     value = headers.get("retry-after")
     if value:
+        number = _number(value)
+        if number is not None:
+            return _capped(number)
         try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                when = parsedate_to_datetime(value)
-            except (TypeError, ValueError, IndexError):
-                when = None
-            if when is not None:
-                return max(0.0, when.timestamp() - current)
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            when = None
+        if when is not None:
+            return _capped(when.timestamp() - current)
     value = headers.get("x-ratelimit-reset")
-    if value:
-        try:
-            reset = float(value)
-        except ValueError:
-            return None
-        # OpenRouter sends epoch milliseconds; tolerate epoch seconds too.
-        reset_seconds = reset / 1000.0 if reset > 1e11 else reset
-        return max(0.0, reset_seconds - current)
-    return None
+    reset = _number(value) if value else None
+    if reset is None:
+        return None
+    # OpenRouter sends epoch milliseconds; tolerate epoch seconds too.
+    reset_seconds = reset / 1000.0 if reset > 1e11 else reset
+    return _capped(reset_seconds - current)
 
 
 class RetryDecision(NamedTuple):
@@ -115,12 +133,17 @@ class RetryPolicy:
     max_delay: float = 8.0
     jitter: float = 0.25
 
-    def should_retry(self, attempt: int, *, status: int | None = None, exc: BaseException | None = None) -> bool:
-        """May attempt number ``attempt`` (1-based) that failed this way be followed by another?"""
+    def should_retry(
+        self, attempt: int, *, status: int | None = None, exc: BaseException | None = None, billed: bool = False
+    ) -> bool:
+        """May attempt number ``attempt`` (1-based) that failed this way be followed by another?
+
+        ``billed``: the transport failure ``exc`` came after a non-streamed answer began.
+        """
         if attempt > self.max_retries:
             return False
         if exc is not None:
-            return is_retryable_exception(exc)
+            return is_retryable_exception(exc, billed=billed)
         return status is not None and is_retryable_status(status)
 
     def backoff(self, attempt: int, *, rand: Callable[[], float] = random.random) -> float:
@@ -156,18 +179,20 @@ class RetryPolicy:
         status: int | None = None,
         exc: BaseException | None = None,
         server_wait: float | None = None,
+        billed: bool = False,
+        time_left: float | None = None,
         rand: Callable[[], float] = random.random,
     ) -> RetryDecision:
         """After attempt ``attempt`` (1-based) failed with upstream ``status`` or transport failure ``exc``
-        (``server_wait``: the server's parsed hint), sleep and try again, or give up and say how long a
-        caller should wait.
+        (``server_wait``: the server's parsed hint; ``billed``: see :meth:`should_retry`), sleep and try
+        again, or give up and say how long a caller should wait.
 
-        A wait longer than ``max_delay`` is not slept: the call fails at once and the caller is told that
-        wait instead.
+        A wait longer than ``max_delay``, or one that would outlast the call's deadline (``time_left``
+        seconds away), is not slept: the call fails at once and the caller is told that wait instead.
         """
-        if self.should_retry(attempt, status=status, exc=exc):
+        if self.should_retry(attempt, status=status, exc=exc, billed=billed):
             delay = self._wait(attempt, server_wait, rand)
-            if not self.too_long(delay):
+            if not self.too_long(delay) and (time_left is None or delay < time_left):
                 return RetryDecision(sleep=delay, retry_after=None)
             return RetryDecision(sleep=None, retry_after=delay)
         return RetryDecision(

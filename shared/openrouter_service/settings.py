@@ -15,11 +15,28 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 if TYPE_CHECKING:
     from .client import OpenRouterService
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "ClientSettings", "blank_is_unset", "url_or_unset"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_DEADLINE",
+    "DEFAULT_FIRST_CHUNK_TIMEOUT",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_MODEL",
+    "ClientSettings",
+    "blank_is_unset",
+    "url_or_unset",
+]
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 # The seed's default `openrouter/azure/gpt-4o` is not a real OpenRouter id.
 DEFAULT_MODEL = "openai/gpt-4o"
+# A whole call, retries and stream included: Cloud Run's default request timeout, so a call ends with our
+# error rather than the platform's cut.
+DEFAULT_DEADLINE = 300.0
+# A stream's wait for its first data chunk: OpenRouter's keep-alive comments reset every read timeout,
+# so without this bound a stream of only comments would run to the deadline.
+DEFAULT_FIRST_CHUNK_TIMEOUT = 120.0
+# One non-streamed answer, or one stream event: answers with generated images run to a few MB.
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
 def blank_is_unset(value: object) -> object:
@@ -43,6 +60,9 @@ class ClientSettings(BaseSettings):
     openrouter_model: str = DEFAULT_MODEL
     openrouter_timeout: float = Field(default=30.0, gt=0)
     openrouter_max_retries: int = Field(default=3, ge=0, le=10)
+    openrouter_deadline: float = Field(default=DEFAULT_DEADLINE, gt=0)
+    openrouter_first_chunk_timeout: float = Field(default=DEFAULT_FIRST_CHUNK_TIMEOUT, gt=0)
+    openrouter_max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024)
     openrouter_app_url: str | None = None
     openrouter_app_title: str | None = "OpenRouter Functions"
     default_system_prompt: str | None = None
@@ -72,6 +92,9 @@ class ClientSettings(BaseSettings):
             "base_url": self.openrouter_base_url,
             "timeout": self.openrouter_timeout,
             "max_retries": self.openrouter_max_retries,
+            "deadline": self.openrouter_deadline,
+            "first_chunk_timeout": self.openrouter_first_chunk_timeout,
+            "max_response_bytes": self.openrouter_max_response_bytes,
             "default_system_prompt": self.default_system_prompt,
             "app_url": self.openrouter_app_url,
             "app_title": self.openrouter_app_title,

@@ -13,7 +13,7 @@ import httpx
 from .attempts import Attempt
 from .errors import OpenRouterConnectionError, OpenRouterError, OpenRouterResponseError, error_from_upstream
 from .redact import preview
-from .sse import DONE, SSEComment, SSEData, iter_sse
+from .sse import DONE, SSEComment, SSEData, iter_lines, iter_sse
 
 if TYPE_CHECKING:
     from .client import OpenRouterService
@@ -38,7 +38,8 @@ class ChatStream:
     """A streamed chat completion: iterate for chunk dicts; ``usage`` is set once the final chunk arrives.
 
     Opened lazily on first iteration; retried only until the first chunk; closed by ``aclose()``,
-    ``async with``, or running to the end.
+    ``async with``, or running to the end. The service's deadline bounds the whole stream, its first-chunk
+    timeout the wait for the first data chunk (keep-alive comments do not count).
     """
 
     def __init__(self, service: OpenRouterService, payload: dict[str, Any]) -> None:
@@ -100,10 +101,18 @@ class ChatStream:
             async for attempt in service.attempts():
                 self._begin(attempt)
                 with attempt:
-                    response = self._response = await service.open_event_stream(self.payload, attempt)
-                    lines = response.aiter_lines()
+                    async with attempt.limit(first_chunk=True):
+                        response = self._response = await service.open_event_stream(self.payload, attempt)
+                    limit = service.max_response_bytes
+                    lines = iter_lines(response.aiter_bytes(), limit=limit)
+                    events = iter_sse(lines, limit=limit)
                     try:
-                        async for event in iter_sse(lines):
+                        while True:
+                            # Each wait is bounded, never the yield: the caller's own work is not ours to time.
+                            async with attempt.limit(first_chunk=True):
+                                event = await anext(events, None)
+                            if event is None:
+                                break
                             if isinstance(event, SSEComment):
                                 yield event  # keep-alives do not commit the attempt
                                 continue
@@ -151,7 +160,7 @@ class ChatStream:
     def _parse(self, event: SSEData) -> dict[str, Any]:
         try:
             chunk = json.loads(event.data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise OpenRouterResponseError(
                 "OpenRouter sent a stream event that is not JSON.",
                 metadata={"event_preview": preview(event.data, 200)},

@@ -19,10 +19,10 @@ def encode(payload: Mapping[str, Any]) -> bytes:
 
 
 def json_or_none(raw: bytes) -> Any:
-    """The parsed JSON body, or ``None`` when it is not JSON."""
+    """The parsed JSON body, or ``None`` when it is not JSON (or nested too deeply to parse)."""
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

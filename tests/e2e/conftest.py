@@ -5,27 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e_procs import UPSTREAM_KEY, FakeUpstream, Served, clean_env, cli, functions_env, serving
-
-from helpers import free_port
-from procs import Process
+from e2e_procs import FakeUpstream, Served, fake_upstream_process, functions_env, serving
 
 
 @pytest.fixture(scope="session")
 def fake_upstream() -> Iterator[FakeUpstream]:
-    port = free_port()
-    process = Process(
-        "fake-upstream", cli("fake-upstream", "--port", str(port), "--api-key", UPSTREAM_KEY), clean_env(), port
-    )
-    try:
-        process.wait_ready("/api/v1/models")
-        upstream = FakeUpstream(process)
-        try:
-            yield upstream
-        finally:
-            upstream.close()
-    finally:
-        process.stop()
+    with fake_upstream_process() as upstream:
+        yield upstream
 
 
 @pytest.fixture

@@ -18,7 +18,17 @@ import httpx
 from helpers import HOST, JWT_SECRET, free_port
 from procs import Process
 
-__all__ = ["BIN", "UPSTREAM_KEY", "FakeUpstream", "Served", "clean_env", "cli", "functions_env", "serving"]
+__all__ = [
+    "BIN",
+    "UPSTREAM_KEY",
+    "FakeUpstream",
+    "Served",
+    "clean_env",
+    "cli",
+    "fake_upstream_process",
+    "functions_env",
+    "serving",
+]
 
 BIN = Path(sys.executable).parent
 UPSTREAM_KEY = "sk-or-v1-e2e"
@@ -148,3 +158,19 @@ class FakeUpstream:
 
     def reset(self) -> None:
         self._control("POST", "/_fake/reset")
+
+
+@contextlib.contextmanager
+def fake_upstream_process(name: str = "fake-upstream") -> Iterator[FakeUpstream]:
+    """The fake OpenRouter in a process of its own (requiring :data:`UPSTREAM_KEY`), once it answers."""
+    port = free_port()
+    process = Process(name, cli("fake-upstream", "--port", str(port), "--api-key", UPSTREAM_KEY), clean_env(), port)
+    try:
+        process.wait_ready("/api/v1/models")
+        upstream = FakeUpstream(process)
+        try:
+            yield upstream
+        finally:
+            upstream.close()
+    finally:
+        process.stop()

@@ -126,3 +126,38 @@ def test_chat_stream_error_and_retry_after_survive_gunicorn(functions: dict[str,
             sdk.chat.completions.create(model="openai/gpt-4o", messages=MESSAGES)
     assert caught.value.status_code == 503
     assert int(caught.value.response.headers["retry-after"]) >= 3000
+
+
+# What functions-framework's own router would answer in plain text: methods outside its seven, and
+# GET/HEAD of /robots.txt and /favicon.ico. Each must be the function's own answer.
+ODD_REQUESTS = [
+    ("chat", "TRACE", "/", 405, "method_not_allowed"),
+    ("chat", "PROPFIND", "/v1/chat/completions", 405, "method_not_allowed"),
+    ("chat", "GET", "/robots.txt", 404, "not_found"),
+    ("chat", "GET", "/favicon.ico", 404, "not_found"),
+    ("chat", "POST", "/no/such/path", 404, "not_found"),
+    ("completion", "CONNECT", "/", 405, "method_not_allowed"),
+    ("completion", "GET", "/favicon.ico", 404, "not_found"),
+    ("health", "TRACE", "/", 405, "method_not_allowed"),
+    ("health", "PROPFIND", "/", 405, "method_not_allowed"),
+]
+
+
+@pytest.mark.parametrize(("name", "method", "path", "status", "kind"), ODD_REQUESTS)
+def test_odd_methods_and_framework_paths_get_the_envelope(
+    functions: dict[str, str], name: str, method: str, path: str, status: int, kind: str
+) -> None:
+    response = httpx.request(method, functions[name] + path, headers={"Origin": "https://app.example"}, timeout=10.0)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == status
+    assert response.json()["error"]["type"] == kind
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert len(response.headers["x-request-id"]) == 32
+
+
+def test_head_of_a_framework_path_is_the_functions_404(functions: dict[str, str]) -> None:
+    response = httpx.head(functions["chat"] + "/robots.txt", timeout=10.0)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["access-control-allow-origin"] == "*"

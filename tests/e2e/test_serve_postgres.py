@@ -3,7 +3,6 @@ openai SDK, then the rows and sums read back from a real PostgreSQL with the rea
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -12,21 +11,13 @@ from e2e_procs import FakeUpstream, functions_env, serving
 from openai import OpenAI
 
 from helpers import mint
-from pgcluster import PgCluster, PgUnavailable
+from pgcluster import PgCluster, running_cluster
 
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PgCluster]:
-    try:
-        cluster = PgCluster.start(dbname="serve_e2e")
-    except PgUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no PostgreSQL to test against: {exc}")
-    try:
+    with running_cluster("serve_e2e") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

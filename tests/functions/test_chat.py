@@ -163,7 +163,10 @@ INJECTION = {
 }
 
 
-async def test_prompt_guard_flags_by_default(client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+async def test_prompt_guard_flags_when_asked(
+    client: httpx.AsyncClient, configure: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    configure(PROMPT_GUARD="flag")
     before = METRICS.value("orf_prompt_guard_total", function="chat", rule="ignore_instructions", action="flagged")
     caplog.set_level("INFO", logger="openrouter_functions.request")
     response = await client.post("/chat", json=INJECTION, headers=bearer())
@@ -174,8 +177,7 @@ async def test_prompt_guard_flags_by_default(client: httpx.AsyncClient, caplog: 
     assert line["prompt_guard"] == ["ignore_instructions", "reveal_system_prompt"]
 
 
-async def test_prompt_guard_blocks_when_asked(client: httpx.AsyncClient, configure: Any, fake: FakeOpenRouter) -> None:
-    configure(PROMPT_GUARD="block")
+async def test_prompt_guard_blocks_by_default(client: httpx.AsyncClient, fake: FakeOpenRouter) -> None:
     response = await client.post("/chat", json=INJECTION, headers=bearer())
     assert response.status_code == 400
     assert envelope(response)["type"] == "prompt_rejected"

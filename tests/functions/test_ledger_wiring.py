@@ -323,3 +323,35 @@ async def test_a_cancelled_request_releases_its_reservation_and_is_logged(
     assert (day["in_flight"], day["reserved_usd"]) == (0, 0)
     # No usage came back, and OpenRouter still bills what was generated: the reservation is charged.
     assert (row["cost_usd"], day["requests"], day["cost_usd"]) == (0.01, 1, 0.01)
+
+
+class HangingFinishLedger(BrokenLedger):
+    """Admits, then never answers a finish (a store that went away mid-request)."""
+
+    def __init__(self) -> None:
+        super().__init__(begin_fails=False, finish_fails=False)
+
+    async def finish(self, record: UsageRecord) -> bool:
+        import asyncio
+
+        self.finishes += 1
+        await asyncio.sleep(30)
+        raise AssertionError("unreachable")
+
+
+async def test_a_hanging_finish_holds_a_finished_answer_at_most_a_second(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    import time
+
+    ledger = HangingFinishLedger()
+    install(get_runtime(), ledger)  # the meter's real 5 s call timeout: only the settle budget bounds it
+    caplog.set_level("INFO", logger="openrouter_functions")
+    started = time.monotonic()
+    response = await client.post("/chat", json=HI, headers={**bearer(), "X-Request-Id": "req-hang-1"})
+    assert response.status_code == 200
+    assert time.monotonic() - started < 1.5
+    assert ledger.finishes == 1
+    [line] = [as_json(r) for r in caplog.records if r.getMessage() == "usage_unrecorded"]
+    assert (line["request_id"], line["error"]) == ("req-hang-1", "timed out")
+    assert line["record"]["p_row"]["cost_usd"] == response.json()["usage"]["cost"]

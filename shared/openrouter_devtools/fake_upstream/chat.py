@@ -19,6 +19,7 @@ from .wire import REASONS, HttpRequest, dumps, error_body, response, send_event_
 __all__ = ["answer_chat"]
 
 _MALFORMED_BODY = b'{"id": "gen-broken", "choices": ['
+_GARBAGE = "THIS IS NOT HTTP\r\n\r\n"
 _DEFAULT_STATUS_MESSAGES = {
     400: "Bad Request",
     401: "No auth credentials found",
@@ -89,6 +90,10 @@ async def answer_chat(
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.transport.abort()
+        return False
+    if fault == "garbage":
+        writer.write(str(step.get("bytes", _GARBAGE)).encode("latin-1", "replace"))
+        await writer.drain()
         return False
     if fault == "status":
         status = int(step.get("status", 500))

@@ -15,6 +15,7 @@ and ``"chunk_delay"``):
 ``slow``           sleep ``delay`` seconds then answer normally.
 ``hang``           never answer; returns when the client disconnects or the server stops.
 ``reset``          abort the connection with a TCP RST, no response.
+``garbage``        answer with bytes that are not HTTP (``bytes``: the text to send), then close.
 ``keepalive``      stream starts with ``count`` ``: OPENROUTER PROCESSING`` comments (``delay`` between).
 """
 
@@ -39,6 +40,7 @@ FAULTS = frozenset(
         "slow",
         "hang",
         "reset",
+        "garbage",
         "keepalive",
     }
 )

@@ -8,21 +8,38 @@ the failure mode belong to :mod:`.meter`, so they are the same whichever store i
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 __all__ = [
     "NIL_USER",
+    "UNSTORABLE",
     "Admission",
     "Ledger",
+    "LedgerRejected",
     "LedgerUnavailable",
     "Limits",
     "UsageRecord",
     "ledger_user_id",
+    "storable",
 ]
 
 NIL_USER = "00000000-0000-0000-0000-000000000000"
+
+# Text no store can hold: a lone UTF-16 surrogate (there is no UTF-8 for it; a proper pair is one
+# character by the time it is a str) and NUL, which PostgreSQL text and jsonb refuse.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str | None, limit: int | None = None) -> str | None:
+    """``text`` as every store can hold it: cut to ``limit`` characters, anything unstorable replaced by
+    U+FFFD (for text we did not check at the edge: what upstream says)."""
+    if text is None:
+        return None
+    text = text[:limit] if limit is not None else text
+    return UNSTORABLE.sub("\ufffd", text) if not text.isascii() or "\x00" in text else text
 
 
 _SUBJECTS = uuid.UUID("5b1f8a8e-7c1e-4a57-9d0f-6f7a0f1c2b3d")
@@ -42,6 +59,14 @@ def ledger_user_id(user_id: str) -> str:
 
 class LedgerUnavailable(Exception):
     """The ledger's store could not be reached or answered with an error."""
+
+
+class LedgerRejected(LedgerUnavailable):
+    """The store is up but refused this one request's data (a value its columns cannot hold).
+
+    Not an outage: it says nothing about other requests, so the meter neither opens its breaker nor
+    retries; the record goes to the ``usage_unrecorded`` line instead.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +138,8 @@ _ROW_FIELDS = tuple(f.name for f in fields(UsageRecord) if f.name not in ("reque
 class Ledger(Protocol):
     """What every backend provides: ``ledger_begin`` and ``ledger_finish`` of docs/ledger.md on its store.
 
-    Store failures raise :class:`LedgerUnavailable`; a refusal is an answer, not a failure.
+    Store failures raise :class:`LedgerUnavailable`; a value the store cannot hold (an error caused by the
+    request's own data) raises :class:`LedgerRejected`; a refusal is an answer, not a failure.
     """
 
     name: str

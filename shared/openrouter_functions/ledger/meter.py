@@ -1,9 +1,10 @@
 """Metering: quota admission and usage settlement around whichever ledger backend is configured.
 
 The backends only talk to their store. Everything about *how* we depend on the store lives here:
-each call bounded in time, a breaker so an outage does not add seconds to every request, the failure
-mode (closed: refuse; open: serve unmetered), finish retries, and the ``usage_unrecorded`` line that
-keeps a record that could not be written.
+each call bounded in time, a breaker so an outage does not add seconds to every request (and only an
+outage: a store refusing one request's data opens nothing), the failure mode (closed: refuse; open:
+serve unmetered), finish retries within a short budget, and the ``usage_unrecorded`` line that keeps a
+record that could not be written.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from openrouter_service.attempts import Sleep
 
 from ..envelope import ApiError
 from ..metrics import METRICS
-from . import Admission, Ledger, LedgerUnavailable, Limits, UsageRecord, ledger_user_id
+from . import Admission, Ledger, LedgerRejected, LedgerUnavailable, Limits, UsageRecord, ledger_user_id
 
 __all__ = ["Meter", "Ticket"]
 
@@ -29,7 +30,13 @@ T = TypeVar("T")
 
 CALL_TIMEOUT = 5.0
 BREAKER_SECONDS = 5.0
+# While the breaker is open, one call at a time finds out whether the store is back, at most this often:
+# the end of an outage is noticed within a fraction of a second, and a hanging store holds one caller.
+PROBE_SECONDS = 0.5
 FINISH_ATTEMPTS = 3
+# A plain response goes out only once it is settled: the whole settlement, retries included, gets this
+# long, so an outage adds at most this much to a finished request (then the row goes to the log line).
+SETTLE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +68,10 @@ class Meter:
         self.default_limits = default_limits or Limits()
         self.sleep = sleep
         self.timeout = CALL_TIMEOUT
+        self.settle_budget = SETTLE_SECONDS
         self._down_until = 0.0
+        self._probe_after = 0.0
+        self._probing = False
 
     @property
     def name(self) -> str:
@@ -72,19 +82,35 @@ class Meter:
         """Whether the breaker is open: the store failed moments ago."""
         return time.monotonic() < self._down_until
 
-    async def _call(self, call: Callable[[], Awaitable[T]], *, respect_breaker: bool = True) -> T:
-        """One store round trip, bounded in time; any failure is LedgerUnavailable and opens the breaker."""
+    async def _call(
+        self, call: Callable[[], Awaitable[T]], *, respect_breaker: bool = True, within: float | None = None
+    ) -> T:
+        """One store round trip, bounded in time (``within``, else the call timeout); any failure is
+        LedgerUnavailable and opens the breaker, except LedgerRejected: one request's data says nothing
+        about the store, so it must not turn every other request away."""
+        probe = False
         if respect_breaker and self.suspended():
-            raise LedgerUnavailable("the ledger failed moments ago; not retried yet")
+            if self._probing or time.monotonic() < self._probe_after:
+                raise LedgerUnavailable("the ledger failed moments ago; not retried yet")
+            self._probing = probe = True
         try:
-            async with asyncio.timeout(self.timeout):
-                return await call()
+            async with asyncio.timeout(self.timeout if within is None else within):
+                result = await call()
+            if probe:
+                self._down_until = 0.0  # the store is back
+            return result
+        except LedgerRejected:
+            raise
         except Exception as exc:
-            self._down_until = time.monotonic() + BREAKER_SECONDS
+            now = time.monotonic()
+            self._down_until, self._probe_after = now + BREAKER_SECONDS, now + PROBE_SECONDS
             if isinstance(exc, LedgerUnavailable):
                 raise
             detail = "timed out" if isinstance(exc, TimeoutError) else f"{exc.__class__.__name__}: {exc}"
             raise LedgerUnavailable(detail) from exc
+        finally:
+            if probe:
+                self._probing = False
 
     async def admit(
         self, ledger_id: str, user_id: str, function: str, *, request_id: str, unlimited: bool = False
@@ -94,9 +120,10 @@ class Meter:
         ``ledger_id`` is the store's idempotency key for the request; ``user_id`` the caller's subject (kept
         under :func:`ledger_user_id`); ``request_id`` the caller-facing id its log lines carry.
 
-        Raises :class:`ApiError` 429 when a limit is reached, and :class:`LedgerUnavailable` when the
-        store is down and the failure mode is closed. ``unlimited`` (trusted server callers) is logged
-        and counted but never limited.
+        Raises :class:`ApiError` 429 when a limit is reached, :class:`LedgerUnavailable` when the
+        store is down and the failure mode is closed, and :class:`LedgerRejected` (whatever the mode:
+        the store is up, so nothing is served unmetered) when it refuses this request's data.
+        ``unlimited`` (trusted server callers) is logged and counted but never limited.
         """
         backend = self.backend
         if backend is None:
@@ -108,7 +135,7 @@ class Meter:
         except LedgerUnavailable as exc:
             METRICS.inc("orf_ledger_errors_total", function=function, op="begin")
             log.warning("ledger_begin_failed", extra={"json_fields": {"request_id": request_id, "error": str(exc)}})
-            if self.failure_mode == "open":
+            if self.failure_mode == "open" and not isinstance(exc, LedgerRejected):
                 return Ticket(unmetered=True)
             raise
         if not admission.admitted:
@@ -116,23 +143,33 @@ class Meter:
         return Ticket(admitted=True, reserved_usd=admission.reserved_usd)
 
     async def settle(self, record: UsageRecord, *, request_id: str) -> None:
-        """Write the request's log row and usage, retried; a record that cannot be written is logged whole."""
+        """Write the request's log row and usage, retried within :data:`SETTLE_SECONDS`; a record that
+        cannot be written is logged whole."""
         backend = self.backend
         if backend is None:
             return
         error: Exception | None = None
-        # With the breaker open the row goes straight to the log line below instead of holding the
-        # caller; otherwise a finish gets its retries.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settle_budget
+        # With the breaker open the first attempt fails at once and the row goes straight to the log line
+        # instead of holding the caller. Retries go past the breaker this settlement's own failure opened,
+        # but never past the budget: a hanging store costs the caller one budget, not three timeouts.
         attempts = 1 if self.suspended() else FINISH_ATTEMPTS
         for attempt in range(attempts):
             try:
-                await self._call(lambda: backend.finish(record), respect_breaker=attempts == 1)
+                within = min(self.timeout, max(0.0, deadline - loop.time()))
+                await self._call(lambda: backend.finish(record), respect_breaker=attempts == 1, within=within)
                 return
+            except LedgerRejected as exc:
+                error = exc  # the same data would be refused again: no retry
+                break
             except LedgerUnavailable as exc:
                 error = exc
                 METRICS.inc("orf_ledger_errors_total", function=record.function, op="finish")
-                if attempt + 1 < attempts:
-                    await self.sleep(0.1 * 3**attempt)
+                delay = 0.1 * 3**attempt
+                if attempt + 1 == attempts or loop.time() + delay >= deadline:
+                    break
+                await self.sleep(delay)
         METRICS.inc("orf_usage_unrecorded_total", function=record.function)
         # One line carrying the whole row, so it can be replayed into ledger_finish later.
         log.error(

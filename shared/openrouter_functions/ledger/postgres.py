@@ -2,6 +2,13 @@
 
 Safe under transaction pooling (Supavisor/PgBouncer): every call is one autocommit statement, no
 session state, and server-side prepared statements are off.
+
+Recovery after an outage is the store's answer, not the pool's schedule: psycopg_pool reconnects in the
+background with a backoff that grows to 32 s, and hands out pooled connections that died with the
+server. So a lost connection drops the whole pool, and until the store answers again each call opens a
+connection of its own (refused at once while the server is down, found at once when it is back); the
+first success starts a fresh pool. Both ledger functions are idempotent by request id, so a call whose
+pooled connection turned out dead is run once more on a fresh one.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
-from . import Admission, LedgerUnavailable, Limits, UsageRecord
+from . import Admission, LedgerRejected, LedgerUnavailable, Limits, UsageRecord
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -35,6 +42,9 @@ class PostgresLedger:
         self._timeout = connect_timeout
         self._pool: AsyncConnectionPool | None = None
         self._opening = asyncio.Lock()
+        self._degraded = False  # a connection was lost: calls connect on their own until one succeeds
+        self._own_connections = asyncio.Semaphore(pool_size)  # as many at once as the pool would hold
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def _get_pool(self) -> AsyncConnectionPool:
         if self._pool is not None:
@@ -50,6 +60,9 @@ class PostgresLedger:
                 max_size=self._pool_size,
                 kwargs={"autocommit": True, "prepare_threshold": None, "connect_timeout": int(self._timeout)},
                 timeout=self._timeout,
+                # Background reconnection gives up quickly: a call that finds the store gone drops the
+                # pool and connects on its own instead (see the module's docstring).
+                reconnect_timeout=self._timeout,
                 open=False,
             )
             await pool.open()
@@ -60,10 +73,9 @@ class PostgresLedger:
         import psycopg
 
         try:
-            pool = await self._get_pool()
-            async with pool.connection() as conn, conn.cursor() as cursor:
-                await cursor.execute(sql, params)
-                row = await cursor.fetchone()
+            row = await self._execute(sql, params)
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:  # this request's values
+            raise LedgerRejected(f"postgres: {exc.__class__.__name__}: {exc}") from exc
         except (psycopg.Error, OSError) as exc:
             raise LedgerUnavailable(f"postgres: {exc.__class__.__name__}: {exc}") from exc
         except Exception as exc:  # pool timeouts and the like
@@ -71,6 +83,43 @@ class PostgresLedger:
                 raise LedgerUnavailable(f"postgres: {exc.__class__.__name__}") from exc
             raise
         return row[0] if row else None
+
+    async def _execute(self, sql: str, params: tuple[Any, ...]) -> Any:
+        """The statement's first row: on the pool, or on a connection of its own once one was lost."""
+        if not self._degraded:
+            pool = await self._get_pool()
+            try:
+                async with pool.connection() as conn, conn.cursor() as cursor:
+                    await cursor.execute(sql, params)
+                    return await cursor.fetchone()
+            except Exception as exc:
+                if not _lost_connection(exc):
+                    raise
+                self._drop_pool(pool)
+        return await self._execute_alone(sql, params)
+
+    async def _execute_alone(self, sql: str, params: tuple[Any, ...]) -> Any:
+        import psycopg
+
+        async with self._own_connections:
+            conn = await psycopg.AsyncConnection.connect(
+                self._dsn, autocommit=True, prepare_threshold=None, connect_timeout=int(self._timeout)
+            )
+            async with conn, conn.cursor() as cursor:
+                await cursor.execute(sql, params)
+                row = await cursor.fetchone()
+        self._degraded = False  # the store answers: the next call opens a fresh pool
+        return row
+
+    def _drop_pool(self, pool: AsyncConnectionPool) -> None:
+        """Forget ``pool`` (its connections died with the server) and close it in the background."""
+        self._degraded = True
+        if self._pool is not pool:
+            return  # another call dropped it already
+        self._pool = None
+        task = asyncio.get_running_loop().create_task(pool.close(timeout=1.0))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def begin(self, request_id: str, user_id: str, reserve_usd: float, limits: Limits) -> Admission:
         answer = await self._one(
@@ -94,3 +143,22 @@ class PostgresLedger:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection (and so likely the server) is gone, not that a statement failed.
+
+    Errors the server sends carry a SQLSTATE; a connection that broke has none, or class 08 (connection
+    exception) or 57 (the server shutting down: ``terminating connection due to administrator command``).
+    A pool that could not hand out a connection in time is the same story.
+    """
+    import psycopg
+
+    if isinstance(exc, OSError) or exc.__class__.__module__.startswith("psycopg_pool"):
+        return True
+    if isinstance(exc, psycopg.OperationalError):
+        state = exc.sqlstate
+        return state is None or state.startswith(("08", "57"))
+    return False

@@ -6,16 +6,30 @@ role allowed to execute ``ledger_begin``/``ledger_finish``.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from . import Admission, LedgerUnavailable, Limits, UsageRecord
+from . import Admission, LedgerRejected, LedgerUnavailable, Limits, UsageRecord
 
 if TYPE_CHECKING:
     from supabase import AsyncClient
 
 __all__ = ["SupabaseRestLedger"]
+
+# SQLSTATE classes of errors over the values sent, not the store: 22 data exception (a NUL in text,
+# a number out of range, JSON Postgres cannot hold), 23 integrity constraint violation.
+_DATA_CLASSES = ("22", "23")
+
+
+def _unsendable(params: dict[str, Any]) -> bool:
+    """Whether ``params`` cannot become a request body (httpx's encoding: UTF-8, no NaN/Infinity)."""
+    try:
+        json.dumps(params, ensure_ascii=False, allow_nan=False).encode()
+    except (ValueError, TypeError):  # UnicodeEncodeError (a lone surrogate) is a ValueError
+        return True
+    return False
 
 
 class SupabaseRestLedger:
@@ -54,9 +68,12 @@ class SupabaseRestLedger:
             client = await self._supabase()
             response = await client.rpc(function, params).execute()
         except APIError as exc:
-            raise LedgerUnavailable(f"supabase rpc {function}: {exc.code} {exc.message}") from exc
+            failure = LedgerRejected if (exc.code or "")[:2] in _DATA_CLASSES else LedgerUnavailable
+            raise failure(f"supabase rpc {function}: {exc.code} {exc.message}") from exc
         except Exception as exc:  # transport errors, and a client that cannot be built (bad SUPABASE_URL)
-            raise LedgerUnavailable(f"supabase rpc {function}: {exc.__class__.__name__}: {exc}") from exc
+            # Checked only once something failed, so a call that works pays nothing for it.
+            failure = LedgerRejected if _unsendable(params) else LedgerUnavailable
+            raise failure(f"supabase rpc {function}: {exc.__class__.__name__}: {exc}") from exc
         return response.data
 
     async def begin(self, request_id: str, user_id: str, reserve_usd: float, limits: Limits) -> Admission:

@@ -24,12 +24,17 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from . import Admission, LedgerUnavailable, Limits, UsageRecord
+from . import Admission, LedgerRejected, LedgerUnavailable, Limits, UsageRecord
 from .sqlite_schema import PREVIEW_CHARS, SCHEMA_VERSION, TABLES, create_tables
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "SQLiteLedger"]
 
 STALE_AFTER = timedelta(minutes=15)
+
+# Errors a statement raises over the values it was given, not over the file: a lone surrogate in a
+# text (UnicodeEncodeError), an integer SQLite cannot hold (OverflowError), a number Decimal cannot
+# round (decimal.InvalidOperation, an ArithmeticError), a CHECK the row breaks.
+_DATA_ERRORS = (sqlite3.DataError, sqlite3.IntegrityError, ValueError, ArithmeticError)
 
 _LOG_COLUMNS = (
     "request_id",
@@ -148,6 +153,8 @@ class SQLiteLedger:
             except BaseException as exc:
                 if conn.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
                     conn.execute("rollback")
+                if isinstance(exc, _DATA_ERRORS):
+                    raise LedgerRejected(f"sqlite: {exc.__class__.__name__}: {exc}") from exc
                 if isinstance(exc, sqlite3.Error | OSError):
                     raise LedgerUnavailable(f"sqlite: {exc}") from exc
                 raise

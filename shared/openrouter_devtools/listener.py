@@ -1,0 +1,148 @@
+"""The listener ``serve`` runs: uvicorn's httptools protocol with the limits a port open to anyone needs.
+
+uvicorn's httptools protocol has none of the first two: a request head is at most 64 KiB and must
+arrive within 10 s of the connection or of its first byte; an idle keep-alive connection is closed
+after 5 s; beyond a number of connections or requests (``--limit-concurrency``) a request is answered
+503 ``overloaded``. Every refusal is the error envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from starlette.requests import Request
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from openrouter_functions.capacity import overloaded
+from openrouter_functions.cors import cors_headers
+from openrouter_functions.envelope import ApiError, error_body, error_response
+
+__all__ = [
+    "HEAD_TIMEOUT",
+    "KEEP_ALIVE_TIMEOUT",
+    "LIMIT_CONCURRENCY",
+    "MAX_HEAD_BYTES",
+    "GuardedHttpToolsProtocol",
+    "guarded_protocol",
+]
+
+# What one connection may cost before it is a request.
+MAX_HEAD_BYTES = 64 * 1024
+HEAD_TIMEOUT = 10.0
+KEEP_ALIVE_TIMEOUT = 5
+# Connections (or requests) at once; above MAX_IN_FLIGHT (1000 by default), so that limit sheds calls first.
+LIMIT_CONCURRENCY = 2048
+
+
+def _raw_refusal(status: int, type: str, message: str, allowed_origins: Sequence[str]) -> bytes:
+    """A whole HTTP/1.1 answer in the envelope, for a connection that never became a request."""
+    body = json.dumps(error_body(ApiError(status, type, message)), separators=(",", ":")).encode()
+    headers = {
+        "content-type": "application/json",
+        "content-length": str(len(body)),
+        "connection": "close",
+        **cors_headers(None, allowed_origins),
+    }
+    head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return head.encode("latin-1") + b"\r\n" + body
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a public listener's limits.
+
+    httptools buffers a header of any size before uvicorn sees it (8 connections with 64 MB headers
+    took the server to 620 MB), and a connection that never completes a request head is never timed out
+    (uvicorn's keep-alive timer starts only after a response). Here the head is counted as it arrives and
+    refused past :data:`MAX_HEAD_BYTES` (431), and must be complete :data:`HEAD_TIMEOUT` seconds after
+    the connection or its first byte (408; an idle connection is just closed). Beyond ``limit``
+    connections or requests, a request is answered 503 ``overloaded`` in the envelope (uvicorn's own
+    ``limit_concurrency`` answers in plain text), and so is a request the parser refuses (400).
+    """
+
+    limit: int = LIMIT_CONCURRENCY
+    allowed_origins: Sequence[str] = ("*",)
+    max_head_bytes: int = MAX_HEAD_BYTES
+    head_timeout: float = HEAD_TIMEOUT
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes = 0
+        self._in_head = True
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(self.head_timeout, self._head_too_slow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head and not self.transport.is_closing():
+            # Counted after parsing: a chunk that completed the head (and began the body) is not the
+            # head's. So a head holds at most the limit plus one read in memory.
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse(431, "headers_too_large", f"Request headers are limited to {self.max_head_bytes} bytes.")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes = True, 0
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._stop_head_timer()
+        if len(self.connections) > self.limit or len(self.tasks) >= self.limit:
+            app, self.app = self.app, _overloaded
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+            return
+        super().on_headers_complete()
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self.transport.is_closing():
+            return
+        if self._head_bytes or self.cycle is not None:
+            self._refuse(408, "request_timeout", f"The request head must arrive within {self.head_timeout:g} s.")
+        else:
+            self.transport.close()  # an idle connection that never sent anything
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the HTTP parser refuses (a NUL in the request line, broken framing): the envelope too."""
+        self._refuse(400, "bad_request", "The request is not valid HTTP.")
+
+    def _refuse(self, status: int, type: str, message: str) -> None:
+        self._stop_head_timer()
+        self.transport.write(_raw_refusal(status, type, message, self.allowed_origins))
+        self.transport.close()
+
+
+async def _overloaded(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    from openrouter_functions.runtime import get_runtime
+
+    response = error_response(overloaded())
+    response.headers["connection"] = "close"
+    origin = Request(scope).headers.get("origin")
+    response.headers.update(cors_headers(origin, get_runtime().settings.allowed_origins))
+    await response(scope, receive, send)
+
+
+def guarded_protocol(limit: int, allowed_origins: Sequence[str]) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class for one server: its concurrency limit and CORS origins."""
+    return type(
+        "GuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"limit": limit, "allowed_origins": tuple(allowed_origins)},
+    )

@@ -1,0 +1,76 @@
+"""How a function sits in functions-framework: every request reaches the function.
+
+functions-framework 3.x routes an HTTP function for seven methods on every path, except GET (and HEAD)
+of ``/robots.txt`` and ``/favicon.ico``, which it answers itself. Any other method (TRACE, PROPFIND, ...)
+and those two paths get its plain-text pages: no envelope, no CORS headers, no log line. The app it
+builds is out of reach of a function's code (it exists only after the function's module is loaded), so
+:func:`adopt_functions_framework` wraps the app factory instead; ``functions/<name>/main.py`` calls it
+before the app is built. The wrapped app hands those requests to the function, which answers them like
+any other (404 or 405 in the envelope).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+__all__ = ["EveryRequestToFunction", "adopt_functions_framework"]
+
+# What functions-framework's HTTP routes take (functions_framework/aio/__init__.py): other methods, and
+# these paths for GET/HEAD, never reach the function through its router.
+ROUTED_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH"})
+FRAMEWORK_PATHS = frozenset({"/robots.txt", "/favicon.ico"})
+
+Scope = dict[str, Any]
+ASGIApp = Callable[[Scope, Callable[..., Any], Callable[..., Any]], Awaitable[None]]
+Function = Callable[[Request], Awaitable[Response]]
+
+
+def _framework_answers(scope: Scope) -> bool:
+    """Whether functions-framework's router would answer this request itself."""
+    method: str = scope.get("method", "GET")
+    if method not in ROUTED_METHODS:
+        return True
+    path: str = scope.get("path", "/")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return method in ("GET", "HEAD") and path in FRAMEWORK_PATHS
+
+
+class EveryRequestToFunction:
+    """The framework's app, except that what its router would answer itself goes to the function."""
+
+    def __init__(self, app: ASGIApp, function: Function) -> None:
+        self.app = app
+        self.function = function
+
+    async def __call__(self, scope: Scope, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] == "http" and _framework_answers(scope):
+            response = await self.function(Request(scope, receive, send))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def adopt_functions_framework() -> None:
+    """Make every app functions-framework builds for an HTTP function pass all requests to the function.
+
+    Idempotent. A functions-framework without the factory (another major version) is left as it is; the
+    end-to-end tests would show its plain-text pages again.
+    """
+    import functions_framework.aio as aio
+
+    build = getattr(aio, "_create_asgi_app_with_function", None)
+    if build is None or getattr(build, "adopted", False):
+        return
+
+    def create(function: Function, signature_type: str, *args: Any, **kwargs: Any) -> Any:
+        app = build(function, signature_type, *args, **kwargs)
+        return EveryRequestToFunction(app, function) if signature_type == "http" else app
+
+    create.adopted = True  # type: ignore[attr-defined]
+    aio._create_asgi_app_with_function = create
