@@ -60,6 +60,7 @@ class Serve:
     def __init__(self, upstream_url: str, ledger_dir: Path, **env: str) -> None:
         self.port = free_port()
         base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "SUPABASE_", "LEDGER_"))}
+        base.update(DEFAULT_RPM="unlimited", DEFAULT_DAILY_COST_USD="unlimited")  # one user, many calls: no limits
         base.update(
             OPENROUTER_API_KEY=API_KEY,
             OPENROUTER_BASE_URL=upstream_url,

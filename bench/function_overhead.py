@@ -56,6 +56,7 @@ def token() -> str:
 
 def function_env(upstream: str, ledger: str, ledger_dir: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "SUPABASE_", "LEDGER_"))}
+    env.update(DEFAULT_RPM="unlimited", DEFAULT_DAILY_COST_USD="unlimited")  # one user, many calls: no limits
     env.update(
         OPENROUTER_API_KEY=API_KEY,
         OPENROUTER_BASE_URL=upstream,
@@ -248,6 +249,8 @@ async def in_memory(rounds: int, calls: int) -> dict[str, Any]:
                         "SUPABASE_JWT_SECRET": SECRET,
                         "LEDGER_BACKEND": ledger,
                         "LEDGER_SQLITE_PATH": str(Path(folder) / "ledger.sqlite3"),
+                        "DEFAULT_RPM": "unlimited",  # one user, many calls: no limits
+                        "DEFAULT_DAILY_COST_USD": "unlimited",
                     }
                 )
             )

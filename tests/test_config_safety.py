@@ -4,11 +4,15 @@ http towards a remote host)."""
 
 from __future__ import annotations
 
+import ssl
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
 from openrouter_functions.config import Settings, plain_http_allowed
 from openrouter_functions.cors import origin_problem
+from openrouter_service.transport import default_transport
 
 CLOUD = {"K_SERVICE": "chat"}
 
@@ -138,3 +142,17 @@ def test_remote_urls_must_use_https() -> None:
     ]
     assert settings(OPENROUTER_BASE_URL="http://127.0.0.1:8787/api/v1").refusals({}) == []
     assert settings().refusals({}) == []  # https://openrouter.ai/api/v1
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_outbound_tls_is_verified_and_at_least_tls_1_2(monkeypatch: pytest.MonkeyPatch, transport: str) -> None:
+    monkeypatch.setenv("OPENROUTER_HTTP_TRANSPORT", transport)
+    built = default_transport()
+    try:
+        inner: Any = getattr(built, "_inner", built)  # our aiohttp wrapper keeps httpx-aiohttp's transport inside
+        context = inner.ssl_context if transport == "aiohttp" else inner._pool._ssl_context
+        assert isinstance(context, ssl.SSLContext)
+        assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+        assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
+    finally:
+        await built.aclose()

@@ -15,7 +15,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -232,7 +232,8 @@ def _run(folder: Path, host: str, port: int, settings: Settings, limit_concurren
         # after SHUTDOWN_DRAIN_SECONDS and settles them); this only bounds what is left after it.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_drain_seconds) + SETTLE_MARGIN,
     )
-    uvicorn.Server(config).run()
+    with suppress(KeyboardInterrupt):  # a forced quit (a second Ctrl+C, or the drain's) re-raises SIGINT
+        uvicorn.Server(config).run()
     return 0
 
 

@@ -7,10 +7,14 @@ before admission (so it spends no quota), instead of waiting silently for an ups
 ``shutting_down`` and those running get ``SHUTDOWN_DRAIN_SECONDS`` to finish. Then each is ended: a
 plain call answers 503 ``shutting_down``; a stream has its upstream closed and gets an error event and
 ``[DONE]``. Either way the request is settled like a hang-up (outcome ``cancelled``, error type
-``shutting_down``, charged its reservation: OpenRouter bills what was generated). The bound lives here,
-in the process, because functions-framework runs us under gunicorn with settings we cannot change
-(``graceful_timeout`` 30 s, and Cloud Run kills the instance 10 s after SIGTERM): we learn of the signal
-by chaining onto the server's own handler, so the server still shuts down as it always does.
+``shutting_down``, charged its reservation: OpenRouter bills what was generated). A stream whose caller
+stopped reading is settled here a moment later, and the server told to quit rather than wait for that
+caller's connection.
+
+The bound lives here, in the process, because functions-framework runs us under gunicorn with settings
+we cannot change (``graceful_timeout`` 30 s, while Cloud Run kills the instance 10 s after SIGTERM): we
+learn of the signal by chaining onto the server's own handler, so the server still shuts down as it
+always does.
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ __all__ = ["IN_FLIGHT", "InFlight", "Slot", "overloaded"]
 
 RETRY_AFTER = 1.0
 SHUTTING_DOWN = "shutting_down"
-# After the drain's deadline, how long an ended stream may take to write its last events; a caller that
-# stopped reading holds its stream in a write that nothing else would ever interrupt.
+# After the drain's deadline, how long an ended stream may take to write its last events. A caller that
+# stopped reading holds its stream (and the server, which waits for its connection) in a write that
+# nothing else would ever interrupt: then the stream is settled here and the server told to quit.
 STRAGGLER_SECONDS = 1.0
 
 Content = str | bytes | memoryview
@@ -59,7 +64,8 @@ class Slot:
         self.ended = False
         self._scope: anyio.CancelScope | None = None
         self._kept = False  # handed to a stream, which releases it when it ends
-        self._writer: asyncio.Task[Any] | None = None  # the task writing the stream to the caller
+        self._chunks: AsyncIterator[Content] | None = None  # the stream's relay, once it is being written
+        self._stepping = False  # awaiting the relay (as opposed to waiting for the caller to take a chunk)
 
     def __enter__(self) -> Slot:
         return self
@@ -83,21 +89,28 @@ class Slot:
         if self._scope is not None:
             self._scope.cancel()
 
-    def cancel_writer(self) -> None:
-        """Stop writing this stream to a caller that does not read (its relay still settles)."""
-        if self._writer is not None and not self._writer.done():
-            self._writer.cancel()
+    def stuck(self) -> bool:
+        """Whether this stream, ended, still waits for its caller to take a chunk (a caller that stopped
+        reading: nothing else would ever interrupt that write)."""
+        return self.ended and self._chunks is not None and not self._stepping
+
+    async def abandon(self) -> None:
+        """Close a stuck stream's relay here (it settles as it closes) and give up the slot."""
+        if self._chunks is not None:
+            with anyio.CancelScope(shield=True):
+                await _close(self._chunks)
+        self.release()
 
     async def _until_ended(self, step: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
         """``(True, result)`` of ``step``, or ``(False, None)`` when the drain ended it first."""
         if self.ended:
             return False, None
         with anyio.CancelScope() as scope:
-            self._scope = scope
+            self._scope, self._stepping = scope, True
             try:
                 return True, await step()
             finally:
-                self._scope = None
+                self._scope, self._stepping = None, False
         return False, None
 
     async def run(self, call: Callable[[], Awaitable[Response]]) -> Response:
@@ -118,8 +131,7 @@ class Slot:
 
     async def _stream(self, body: AsyncIterable[Content]) -> AsyncIterator[Content]:
         """``body`` until it ends or the drain ends it; then an error event and ``[DONE]``."""
-        self._writer = asyncio.current_task()
-        chunks = aiter(body)
+        chunks = self._chunks = aiter(body)
         finished = False
         try:
             while not self.ended:
@@ -169,6 +181,8 @@ class InFlight:
         self.draining = False
         self.drain_seconds = 8.0
         self._watching = False
+        self._force_quit: Callable[[], None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -196,15 +210,26 @@ class InFlight:
         asyncio.get_running_loop().call_later(self.drain_seconds if seconds is None else seconds, self.end_all)
 
     def end_all(self) -> None:
-        """End every running call now; cancel the writes of streams still not done a moment later."""
+        """End every running call now; settle streams whose caller stopped reading a moment later."""
         for slot in list(self._slots):
             slot.end()
         if self._slots:
-            asyncio.get_running_loop().call_later(STRAGGLER_SECONDS, self._cancel_stragglers)
+            asyncio.get_running_loop().call_later(STRAGGLER_SECONDS, self._start_ending_stragglers)
 
-    def _cancel_stragglers(self) -> None:
-        for slot in list(self._slots):
-            slot.cancel_writer()
+    def _start_ending_stragglers(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._end_stragglers())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _end_stragglers(self) -> None:
+        stuck = [slot for slot in self._slots if slot.stuck()]
+        if not stuck:
+            return
+        await asyncio.gather(*(slot.abandon() for slot in stuck), return_exceptions=True)
+        if self._force_quit is not None:
+            # The server would wait for those callers' connections forever: the second signal is
+            # uvicorn's own "quit now" (as a second Ctrl+C is).
+            self._force_quit()
 
     def reset(self) -> None:
         """Forget the drain (tests that run several servers' lives in one process)."""
@@ -236,6 +261,8 @@ class InFlight:
                 previous(number, frame)
 
             signal.signal(signum, chained)
+            if signum == signal.SIGINT:
+                self._force_quit = lambda: signal.raise_signal(signal.SIGINT)
 
 
 IN_FLIGHT = InFlight()

@@ -22,12 +22,18 @@ previous instructions for the shelf?", "should I ignore my landlord's previous i
 "zignoruj literówki") does not trip a rule. Measured on ``tests/data/guard_cases.jsonl`` by
 ``bench/guard_accuracy.py``.
 
+Which texts: every one the caller wrote (:func:`caller_texts`: all message roles, names, tool-call
+arguments, tool descriptions). A scan costs tens of microseconds for a chat message and stays bounded
+for any text: rules are only tried where their trigger words stand, at most :data:`MAX_CANDIDATES` of
+them per text, and spelled-out letters are looked for in a text's first 64 KB.
+
 What it cannot catch: other languages (Russian, Chinese, ...), paraphrases outside the listed
 vocabulary ("let's start over with a clean slate"), encodings (base64, ROT13, hex, Morse), text split
-across messages or fields, words run together with their spaces removed, instructions in images or
-files, or content the model fetches itself (web pages, tool results produced upstream). It is a
-tripwire that makes attempts visible (and, with ``PROMPT_GUARD=block``, refuses the obvious ones), not
-a security boundary: never keep secrets in a system prompt.
+across messages or fields, words run together with their spaces removed, an attack placed after more
+than :data:`MAX_CANDIDATES` trigger words, instructions in images or files, or content the model
+fetches itself (web pages, tool results produced upstream). It is a tripwire that makes attempts
+visible (and, with ``PROMPT_GUARD=block``, refuses the obvious ones), not a security boundary: never
+keep secrets in a system prompt.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from typing import Any
 
 from .guard_rules import RULES, TRIGGERS, WORD
 
-__all__ = ["RULES", "caller_texts", "normalize", "scan_messages", "scan_text", "scan_texts"]
+__all__ = ["MAX_CANDIDATES", "RULES", "caller_texts", "normalize", "scan_messages", "scan_text", "scan_texts"]
 
 # -- normalisation ----------------------------------------------------------------------------------
 

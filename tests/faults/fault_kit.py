@@ -18,7 +18,7 @@ from e2e_procs import BIN, cli
 from helpers import HOST, free_port, mint
 from procs import Process
 
-__all__ = ["SERVERS", "StreamReader", "ledger_query", "new_user", "server_process"]
+__all__ = ["SERVERS", "StreamReader", "ledger_query", "new_user", "server_process", "wait_for"]
 
 SERVERS = ("serve", "functions-framework")
 

@@ -3,7 +3,9 @@ deployment would be (Supabase JWKS and issuer check, an allow-list of models, th
 ``PROMPT_GUARD=block``), the fake OpenRouter as its upstream, and two loopback listeners: the JWKS
 endpoint and a canary that must never be contacted.
 
-Every test is one attack; at the end the suite prints how many were tried and how many held.
+Every test is one attack; at the end the suite prints how many were tried and how many held. An attack
+that leaves the server dead or unresponsive fails, and the next one gets a fresh server: one broken
+defence costs one test and a restart, not the rest of the run.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # e2e_procs: the process helpers
 
-from e2e_procs import UPSTREAM_KEY, FakeUpstream, clean_env, cli, functions_env, serving
+from e2e_procs import UPSTREAM_KEY, FakeUpstream, clean_env, cli, functions_env
 from hostile_support import ALLOWED_MODELS, Hostile, Listener
 
 from helpers import free_port
@@ -56,25 +58,43 @@ def hostile(
             ledger_dir = tmp_path_factory.mktemp("hostile-ledger")
             env = functions_env(port, ledger_dir)
             env.update(SUPABASE_URL=jwks.url, ALLOWED_MODELS=ALLOWED_MODELS)
-            with serving("serve (hostile)", env) as process:
-                served = Hostile(process, upstream, ledger_dir / "ledger.sqlite3", f"{jwks.url}/auth/v1", canary)
-                try:
-                    yield served
-                finally:
-                    served.http.close()
-                    upstream.close()
+            served = Hostile(
+                start_serve(env), upstream, ledger_dir / "ledger.sqlite3", f"{jwks.url}/auth/v1", canary, env
+            )
+            try:
+                yield served
+            finally:
+                served.process.stop()
+                served.http.close()
+                upstream.close()
     finally:
         upstream_process.stop()
 
 
+def start_serve(env: dict[str, str]) -> Process:
+    """``openrouter-functions serve`` on a free port, once ``/health`` answers (stopped if it never does)."""
+    port = free_port()
+    process = Process("serve (hostile)", cli("serve", "--port", str(port)), env, port)
+    try:
+        process.wait_ready("/health")
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
 @pytest.fixture
 def attack(hostile: Hostile) -> Iterator[Hostile]:
-    """The served functions with an empty upstream script and request log; afterwards the process must
-    still be alive and the canary untouched."""
+    """The served functions (restarted if an earlier attack broke them) with an empty upstream script and
+    request log; afterwards the server must still be alive and answering, and the canary untouched."""
+    if not hostile.responsive():
+        hostile.process.stop()
+        hostile.process = start_serve(hostile.env)
     hostile.upstream.reset()
     yield hostile
     hostile.upstream.reset()
     assert hostile.process.popen.poll() is None, hostile.process.describe()
+    assert hostile.responsive(), "the server stopped answering /health within 2 s"
     assert hostile.canary.connections == 0, hostile.canary.paths
 
 

@@ -92,7 +92,8 @@ class Hostile:
     ledger: Path
     issuer: str
     canary: Listener
-    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=15.0))
+    env: dict[str, str]
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10.0))
 
     @property
     def url(self) -> str:
@@ -109,6 +110,15 @@ class Hostile:
         headers = {"Authorization": f"Bearer {token or self.token()}", "Content-Type": "application/json"}
         content = raw if raw is not None else json.dumps(body).encode()
         return self.http.post(self.url + path, content=content, headers=headers)
+
+    def responsive(self) -> bool:
+        """Whether the server is alive and answers ``/health`` within 2 s."""
+        if self.process.popen.poll() is not None:
+            return False
+        try:
+            return self.http.get(self.url + "/health", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def bystander_served(self) -> bool:
         """Whether another user's ordinary request is answered: no attack may spill over."""
