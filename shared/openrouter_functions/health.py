@@ -10,9 +10,9 @@ from starlette.responses import Response
 
 from openrouter_service import __version__ as VERSION
 
-from .envelope import json_response
+from .envelope import ApiError, json_response
 from .exchange import Exchange
-from .pipeline import require_method
+from .pipeline import require_method, route
 from .runtime import Runtime
 
 __all__ = ["check_health"]
@@ -35,6 +35,8 @@ async def _ledger_state(runtime: Runtime) -> dict[str, Any]:
 
 async def check_health(request: Request, exchange: Exchange, runtime: Runtime) -> Response:
     """200 when everything works, 503 naming what is down."""
+    if route(request):
+        raise ApiError(404, "not_found", "Unknown path; GET the function's URL.")
     require_method(request, "GET", "POST", "HEAD")
     probe, cached = await runtime.probe_upstream()
     problems = runtime.configuration_problems()

@@ -16,7 +16,6 @@ from .errors import (
     OpenRouterConfigError,
     OpenRouterError,
     OpenRouterResponseError,
-    OpenRouterSchemaError,
     OpenRouterValidationError,
 )
 from .messages import (
@@ -35,7 +34,7 @@ from .settings import (
     DEFAULT_MODEL,
 )
 from .stream import ChatStream
-from .wire import Completion, add_usage, check_completion, encode, failure_in, json_or_none
+from .wire import Completion, check_completion, encode, failure_in, json_or_none, read_capped
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "ChatStream", "Completion", "OpenRouterService"]
 
@@ -210,7 +209,15 @@ class OpenRouterService:
             data, attempts = await self._post_with_retry(payload, deadline=deadline)
             parsed = None
             if fmt is not None:
-                data, parsed, more = await self._enforce_format(payload, data, fmt, deadline=deadline)
+                from .structured import enforce_format  # jsonschema and RE2 load only when asked for
+
+                data, parsed, more = await enforce_format(
+                    data,
+                    fmt,
+                    payload,
+                    reasks=self.schema_retries,
+                    post=lambda again: self._post_with_retry(again, deadline=deadline),
+                )
                 attempts += more
         except OpenRouterError as exc:
             # An error after the first answer (a re-ask's) counted only its own attempts; add the first's.
@@ -323,29 +330,6 @@ class OpenRouterService:
             deadline = Deadline.starting_now(self.deadline, self.first_chunk_timeout)
         return Attempts(self.retry_policy, self._sleep, timeout=self.timeout, deadline=deadline, secret=self._api_key)
 
-    async def _read_body(self, response: httpx.Response) -> bytes:
-        """The whole body of an answer (then closed); ``OpenRouterResponseError`` past ``max_response_bytes``."""
-        limit = self.max_response_bytes
-        try:
-            declared = response.headers.get("content-length", "")
-            size = int(declared) if declared.isdigit() and len(declared) < 19 else 0
-            parts: list[bytes] = []
-            if size <= limit:
-                size = 0
-                async for part in response.aiter_bytes():
-                    size += len(part)
-                    if size > limit:
-                        break
-                    parts.append(part)
-        finally:
-            await response.aclose()
-        if size > limit:
-            raise OpenRouterResponseError(
-                f"OpenRouter sent an answer larger than {limit} bytes.",
-                upstream_status=200 if response.status_code == 200 else None,
-            )
-        return b"".join(parts)
-
     async def open_event_stream(self, payload: Mapping[str, Any], attempt: Attempt) -> httpx.Response:
         """Send ``payload`` as one streaming request: the open ``text/event-stream`` response, or raise
         the error OpenRouter answered with instead (its headers noted on ``attempt``)."""
@@ -356,7 +340,7 @@ class OpenRouterService:
         response = await client.send(request, stream=True)
         if response.status_code == 200 and response.headers.get("content-type", "").startswith("text/event-stream"):
             return response
-        raw = await self._read_body(response)
+        raw = await read_capped(response, self.max_response_bytes)
         attempt.headers = response.headers
         raise failure_in(response.status_code, json_or_none(raw)) or OpenRouterResponseError(
             "OpenRouter answered a streaming request without an event stream.", upstream_status=200
@@ -385,7 +369,7 @@ class OpenRouterService:
                     response = await client.send(request, stream=True)
                     if response.status_code == 200:
                         attempt.answered()
-                    raw = await self._read_body(response)
+                    raw = await read_capped(response, self.max_response_bytes)
                 data = json_or_none(raw)
                 error = failure_in(response.status_code, data)
                 if error is not None:
@@ -403,43 +387,6 @@ class OpenRouterService:
     def _validate_response(self, data: dict[str, Any], attempts: int = 0) -> dict[str, Any]:
         """Check that a 200 body is a usable completion; clear errors instead of ``KeyError``."""
         return check_completion(data, attempts)
-
-    async def _enforce_format(
-        self, payload: dict[str, Any], data: dict[str, Any], fmt: dict[str, Any], *, deadline: Deadline | None = None
-    ) -> tuple[dict[str, Any], Any, int]:
-        """Hold the content to ``fmt``, re-asking up to ``schema_retries`` times: (data, parsed, extra attempts)."""
-        from .structured import parse_structured, reask_message
-
-        extra_attempts = 0
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
-        messages = list(payload["messages"])
-        for reask in range(self.schema_retries + 1):
-            content = data["choices"][0]["message"].get("content")
-            parsed, violations = parse_structured(content if isinstance(content, str) else None, fmt)
-            if not violations:
-                if reask:
-                    # The caller pays for every call we made, so report the sum.
-                    data = {**data, "usage": usage}
-                return data, parsed, extra_attempts
-            if reask == self.schema_retries:
-                raw = content if isinstance(content, str) else ""
-                raise OpenRouterSchemaError(
-                    f"The model's reply did not match the requested format: {violations[0].path}: "
-                    f"{violations[0].message}",
-                    violations=violations,
-                    raw_content=raw,
-                    usage=usage,
-                    upstream_status=200,
-                    attempts=extra_attempts,
-                )
-            messages += [
-                {"role": "assistant", "content": content if isinstance(content, str) else ""},
-                {"role": "user", "content": reask_message(violations)},
-            ]
-            data, attempts = await self._post_with_retry({**payload, "messages": messages}, deadline=deadline)
-            extra_attempts += attempts
-            usage = add_usage(usage, data.get("usage") if isinstance(data.get("usage"), dict) else None)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- logging ------------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any, NoReturn, Protocol
@@ -37,10 +37,11 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 from referencing.jsonschema import specification_with
 
-from .errors import OpenRouterValidationError, SchemaViolation
+from .errors import OpenRouterSchemaError, OpenRouterValidationError, SchemaViolation
 from .redact import preview
+from .wire import add_usage
 
-__all__ = ["SCHEMA_FIELD", "VALIDATION_SECONDS", "check_schema", "parse_structured", "reask_message"]
+__all__ = ["SCHEMA_FIELD", "VALIDATION_SECONDS", "check_schema", "enforce_format", "parse_structured", "reask_message"]
 
 SCHEMA_FIELD = "response_format.json_schema.schema"
 # The event-loop time one validation may take: a reply of thousands of values takes a few milliseconds.
@@ -319,3 +320,41 @@ def reask_message(violations: list[SchemaViolation]) -> str:
         f"{listed}\n"
         "Reply again with only the corrected JSON, no explanation and no markdown."
     )
+
+
+Post = Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], int]]]
+
+
+async def enforce_format(
+    data: dict[str, Any], fmt: Mapping[str, Any], payload: dict[str, Any], *, reasks: int, post: Post
+) -> tuple[dict[str, Any], Any, int]:
+    """Hold a completion's content to ``fmt``, re-asking through ``post`` up to ``reasks`` times:
+    (data, parsed value, attempts the re-asks made). The usage reported is the sum over every call."""
+    extra_attempts = 0
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+    messages = list(payload["messages"])
+    for reask in range(reasks + 1):
+        content = data["choices"][0]["message"].get("content")
+        parsed, violations = parse_structured(content if isinstance(content, str) else None, fmt)
+        if not violations:
+            if reask:
+                # The caller pays for every call we made, so report the sum.
+                data = {**data, "usage": usage}
+            return data, parsed, extra_attempts
+        if reask == reasks:
+            raise OpenRouterSchemaError(
+                f"The model's reply did not match the requested format: {violations[0].path}: {violations[0].message}",
+                violations=violations,
+                raw_content=content if isinstance(content, str) else "",
+                usage=usage,
+                upstream_status=200,
+                attempts=extra_attempts,
+            )
+        messages += [
+            {"role": "assistant", "content": content if isinstance(content, str) else ""},
+            {"role": "user", "content": reask_message(violations)},
+        ]
+        data, attempts = await post({**payload, "messages": messages})
+        extra_attempts += attempts
+        usage = add_usage(usage, data.get("usage") if isinstance(data.get("usage"), dict) else None)
+    raise AssertionError("unreachable")  # pragma: no cover

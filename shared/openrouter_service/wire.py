@@ -8,9 +8,43 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from .errors import OpenRouterError, OpenRouterResponseError, error_from_upstream
 
-__all__ = ["Completion", "add_usage", "check_completion", "encode", "error_in_body", "failure_in", "json_or_none"]
+__all__ = [
+    "Completion",
+    "add_usage",
+    "check_completion",
+    "encode",
+    "error_in_body",
+    "failure_in",
+    "json_or_none",
+    "read_capped",
+]
+
+
+async def read_capped(response: httpx.Response, limit: int) -> bytes:
+    """The whole body of an answer (then closed); ``OpenRouterResponseError`` past ``limit`` bytes."""
+    try:
+        declared = response.headers.get("content-length", "")
+        size = int(declared) if declared.isdigit() and len(declared) < 19 else 0
+        parts: list[bytes] = []
+        if size <= limit:
+            size = 0
+            async for part in response.aiter_bytes():
+                size += len(part)
+                if size > limit:
+                    break
+                parts.append(part)
+    finally:
+        await response.aclose()
+    if size > limit:
+        raise OpenRouterResponseError(
+            f"OpenRouter sent an answer larger than {limit} bytes.",
+            upstream_status=200 if response.status_code == 200 else None,
+        )
+    return b"".join(parts)
 
 
 def encode(payload: Mapping[str, Any]) -> bytes:

@@ -183,3 +183,10 @@ async def test_unknown_function_is_404_envelope(client: httpx.AsyncClient) -> No
     response = await client.get("/nothing")
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "not_found"
+
+
+@pytest.mark.parametrize("path", ["/health/robots.txt", "/health/anything"])
+async def test_health_answers_only_its_own_url(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.get(path)
+    assert (response.status_code, response.json()["error"]["type"]) == (404, "not_found")
+    assert "checks" not in response.text
