@@ -27,7 +27,12 @@ def settings(**env: str) -> Settings:
 def test_conservative_limits_out_of_the_box() -> None:
     s = settings()
     assert (s.default_rpm, s.default_daily_requests, s.default_daily_cost_usd) == (60, None, 1.0)
-    assert (s.max_output_tokens, s.prompt_guard, s.allow_any_origin) == (4096, "block", False)
+    assert (s.max_output_tokens, s.prompt_guard, s.allow_any_origin, s.allow_plain_http) == (
+        16384,
+        "flag",
+        False,
+        False,
+    )
 
 
 @pytest.mark.parametrize("word", ["unlimited", "UNLIMITED", " Unlimited "])
@@ -43,12 +48,12 @@ def test_unlimited_switches_a_limit_off(word: str) -> None:
 
 def test_a_blank_variable_keeps_the_default() -> None:
     s = settings(DEFAULT_RPM="", DEFAULT_DAILY_COST_USD=" ", MAX_OUTPUT_TOKENS="", PROMPT_GUARD="")
-    assert (s.default_rpm, s.default_daily_cost_usd, s.max_output_tokens, s.prompt_guard) == (60, 1.0, 4096, "block")
+    assert (s.default_rpm, s.default_daily_cost_usd, s.max_output_tokens, s.prompt_guard) == (60, 1.0, 16384, "flag")
 
 
 def test_limits_can_be_raised_or_set_to_zero() -> None:
-    s = settings(DEFAULT_RPM="600", DEFAULT_DAILY_COST_USD="25.5", MAX_OUTPUT_TOKENS="16384", PROMPT_GUARD="flag")
-    assert (s.default_rpm, s.default_daily_cost_usd, s.max_output_tokens, s.prompt_guard) == (600, 25.5, 16384, "flag")
+    s = settings(DEFAULT_RPM="600", DEFAULT_DAILY_COST_USD="25.5", MAX_OUTPUT_TOKENS="32768", PROMPT_GUARD="block")
+    assert (s.default_rpm, s.default_daily_cost_usd, s.max_output_tokens, s.prompt_guard) == (600, 25.5, 32768, "block")
     assert settings(DEFAULT_RPM="0").default_rpm == 0  # admits nobody: a kill switch, not "off"
 
 
@@ -134,11 +139,11 @@ def test_plain_http_only_towards_loopback(url: str, allowed: bool) -> None:
 def test_remote_urls_must_use_https() -> None:
     s = settings(OPENROUTER_BASE_URL="http://openrouter.ai/api/v1", SUPABASE_URL="http://ref.supabase.co")
     assert s.refusals({}) == [
-        "OPENROUTER_BASE_URL must use https (plain http only towards a loopback host)",
-        "SUPABASE_URL must use https (plain http only towards a loopback host)",
+        "OPENROUTER_BASE_URL must use https (plain http only towards a loopback host, or with ALLOW_PLAIN_HTTP=true for a private network you trust)",
+        "SUPABASE_URL must use https (plain http only towards a loopback host, or with ALLOW_PLAIN_HTTP=true for a private network you trust)",
     ]
     assert settings(OPENROUTER_BASE_URL="ftp://openrouter.ai").refusals({}) == [
-        "OPENROUTER_BASE_URL must use https (plain http only towards a loopback host)"
+        "OPENROUTER_BASE_URL must use https (plain http only towards a loopback host, or with ALLOW_PLAIN_HTTP=true for a private network you trust)"
     ]
     assert settings(OPENROUTER_BASE_URL="http://127.0.0.1:8787/api/v1").refusals({}) == []
     assert settings().refusals({}) == []  # https://openrouter.ai/api/v1
@@ -156,3 +161,10 @@ async def test_outbound_tls_is_verified_and_at_least_tls_1_2(monkeypatch: pytest
         assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
     finally:
         await built.aclose()
+
+
+def test_plain_http_on_a_private_network_needs_a_confirmation() -> None:
+    internal = {"SUPABASE_URL": "http://kong:8000", "SUPABASE_JWT_SECRET": "s" * 32}
+    assert settings(**internal).refusals({}) != []
+    assert settings(**internal, ALLOW_PLAIN_HTTP="true").refusals({}) == []
+    assert settings(PROMPT_GUARD="").prompt_guard == "flag"

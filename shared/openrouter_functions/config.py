@@ -35,18 +35,23 @@ CsvList = Annotated[tuple[str, ...], NoDecode]
 # silently remove a limit.
 DEFAULT_RPM = 60  # a person chatting sends a few a minute; a runaway script is stopped within the minute
 DEFAULT_DAILY_COST_USD = 1.00  # bounds what one stolen or leaked user token can spend per day
-DEFAULT_MAX_OUTPUT_TOKENS = 4096  # a long answer; without a cap the model's own (often 16k-128k) applies
+# A long answer, room for reasoning models' thinking; without a cap the model's own (up to 128k) applies.
+DEFAULT_MAX_OUTPUT_TOKENS = 16384
 UNLIMITED = "unlimited"
+
+
+def blank_keeps_default(value: object) -> object:
+    """A blank environment variable keeps the setting's default (an empty CI variable changes nothing)."""
+    if isinstance(value, str) and not value.strip():
+        raise PydanticUseDefault()
+    return value
 
 
 def limit_or_default(value: object) -> object:
     """A limit from the environment: blank keeps the default, ``unlimited`` switches the limit off."""
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if not word:
-            raise PydanticUseDefault()
-        if word == UNLIMITED:
-            return None
+    value = blank_keeps_default(value)
+    if isinstance(value, str) and value.strip().lower() == UNLIMITED:
+        return None
     return value
 
 
@@ -75,10 +80,14 @@ class Settings(ClientSettings):
     # Request policy
     allowed_origins: CsvList = ("*",)
     allow_any_origin: bool = False  # confirms ALLOWED_ORIGINS=* on a cloud runtime
+    allow_plain_http: bool = False  # confirms plain-http upstream/Supabase URLs on a private network
     allowed_models: CsvList = ()
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     max_output_tokens: int | None = Field(default=DEFAULT_MAX_OUTPUT_TOKENS, gt=0)
-    prompt_guard: Literal["off", "flag", "block"] = "block"
+    # Flag, not block, by default: on ordinary prompts written by others than its authors (a support bot's
+    # own "never reveal your system prompt", "act as a travel agent with no limits on budget") the rules
+    # still misfire too often to refuse paying users on them. Block is one setting away.
+    prompt_guard: Literal["off", "flag", "block"] = "flag"
     log_prompts: bool = True
     health_cache_seconds: float = Field(default=10.0, ge=0)
 
@@ -111,9 +120,9 @@ class Settings(ClientSettings):
         "default_daily_requests",
         "default_daily_cost_usd",
         "max_output_tokens",
-        "prompt_guard",
         mode="before",
     )(limit_or_default)
+    _guard_default_when_blank = field_validator("prompt_guard", mode="before")(blank_keeps_default)
     _blank_limits_and_secrets_are_unset = field_validator(
         "max_in_flight",
         "database_url",
@@ -178,8 +187,12 @@ class Settings(ClientSettings):
             ("SUPABASE_URL", self.supabase_url),
             ("SUPABASE_JWKS_URL", self.supabase_jwks_url),
         ):
-            if url is not None and urlsplit(url).scheme != "https" and not plain_http_allowed(url):
-                problems.append(f"{name} must use https (plain http only towards a loopback host)")
+            insecure = url is not None and urlsplit(url).scheme != "https" and not plain_http_allowed(url)
+            if insecure and not self.allow_plain_http:
+                problems.append(
+                    f"{name} must use https (plain http only towards a loopback host, or with ALLOW_PLAIN_HTTP=true "
+                    "for a private network you trust)"
+                )
         return problems
 
     @property

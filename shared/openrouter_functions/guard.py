@@ -212,15 +212,18 @@ def _content_texts(content: Any) -> Iterator[str]:
 def caller_texts(messages: Iterable[Any], params: Mapping[str, Any] | None = None) -> Iterator[str]:
     """Every text the caller wrote that reaches the model.
 
-    All messages of every role (in a deployed function the whole body is the caller's, so its
-    ``system``, ``developer``, ``assistant`` and ``tool`` messages are too: the operator's own prompt is
+    Messages of every role the caller writes (in a deployed function the whole body is the caller's, so
+    its ``system``, ``developer`` and ``tool`` messages are too: the operator's own prompt is
     ``DEFAULT_SYSTEM_PROMPT``, added later and never scanned), their ``name`` and tool-call arguments, and
-    the descriptions of the tools the caller declares.
+    the descriptions of the tools the caller declares. Not the text of ``assistant`` messages: that is
+    the model's own earlier answer, and one answer that happened to trip a rule would otherwise lock its
+    conversation for good.
     """
     for message in messages:
         if not isinstance(message, Mapping):
             continue
-        yield from _content_texts(message.get("content"))
+        if message.get("role") != "assistant":
+            yield from _content_texts(message.get("content"))
         if isinstance(message.get("name"), str):
             yield message["name"]
         calls = message.get("tool_calls")

@@ -38,7 +38,7 @@ def serve_once(**env: str) -> subprocess.CompletedProcess[str]:
         ),
         (
             {**CONFIGURED, "OPENROUTER_BASE_URL": "http://openrouter.ai/api/v1"},
-            "refusing to start: OPENROUTER_BASE_URL must use https (plain http only towards a loopback host).",
+            "refusing to start: OPENROUTER_BASE_URL must use https (plain http only towards a loopback host, or with ALLOW_PLAIN_HTTP=true for a private network you trust).",
         ),
     ],
 )

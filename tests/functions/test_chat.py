@@ -177,12 +177,25 @@ async def test_prompt_guard_flags_when_asked(
     assert line["prompt_guard"] == ["ignore_instructions", "reveal_system_prompt"]
 
 
-async def test_prompt_guard_blocks_by_default(client: httpx.AsyncClient, fake: FakeOpenRouter) -> None:
+async def test_prompt_guard_blocks_when_asked(client: httpx.AsyncClient, configure: Any, fake: FakeOpenRouter) -> None:
+    configure(PROMPT_GUARD="block")
     response = await client.post("/chat", json=INJECTION, headers=bearer())
     assert response.status_code == 400
     assert envelope(response)["type"] == "prompt_rejected"
     assert fake.received == []
     assert (await client.post("/chat", json=HI, headers=bearer())).status_code == 200
+
+
+async def test_an_earlier_assistant_answer_never_locks_a_conversation(
+    client: httpx.AsyncClient, configure: Any
+) -> None:
+    configure(PROMPT_GUARD="block")
+    history = [
+        {"role": "user", "content": "How do I silence ESLint in one file?"},
+        {"role": "assistant", "content": "To ignore all previous rules, add /* eslint-disable */ at the top."},
+        {"role": "user", "content": "Thanks! And for one line?"},
+    ]
+    assert (await client.post("/chat", json={"messages": history}, headers=bearer())).status_code == 200
 
 
 async def test_prompt_guard_off(client: httpx.AsyncClient, configure: Any, caplog: pytest.LogCaptureFixture) -> None:

@@ -112,7 +112,7 @@ async def test_health_ok_without_token(client: httpx.AsyncClient, method: str) -
         "problems": [],
         "model": "openai/gpt-4o",
         "auth": "hs256",
-        "prompt_guard": "block",
+        "prompt_guard": "flag",
     }
     assert "sk-or" not in response.text
     assert "super-secret" not in response.text

@@ -23,7 +23,7 @@ async def test_the_defaults_cap_output_and_rate_and_spend(
 ) -> None:
     runtime = configure()
     assert (await client.post("/chat", json=HI, headers=bearer())).status_code == 200
-    assert fake.received[-1].json()["max_tokens"] == 4096
+    assert fake.received[-1].json()["max_tokens"] == 16384
     assert runtime.meter.default_limits == Limits(rpm=60, daily_requests=None, daily_cost_usd=1.0)
 
 
@@ -53,7 +53,7 @@ async def test_unlimited_switches_the_defaults_off(
         ),
         (
             {"OPENROUTER_BASE_URL": "http://openrouter.ai/api/v1"},
-            "OPENROUTER_BASE_URL must use https (plain http only towards a loopback host)",
+            "OPENROUTER_BASE_URL must use https (plain http only towards a loopback host, or with ALLOW_PLAIN_HTTP=true for a private network you trust)",
         ),
     ],
 )

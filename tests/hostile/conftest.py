@@ -57,7 +57,11 @@ def hostile(
         with Listener([rsa_jwk(rsa_key, RSA_KID)]) as jwks:
             ledger_dir = tmp_path_factory.mktemp("hostile-ledger")
             env = functions_env(port, ledger_dir)
-            env.update(SUPABASE_URL=jwks.url, ALLOWED_MODELS=ALLOWED_MODELS)
+            # The guard blocks and output is capped at 4,096 tokens here: the attacks are tried against an
+            # operator who turned both up (the defaults flag, and cap at 16,384).
+            env.update(
+                SUPABASE_URL=jwks.url, ALLOWED_MODELS=ALLOWED_MODELS, PROMPT_GUARD="block", MAX_OUTPUT_TOKENS="4096"
+            )
             served = Hostile(
                 start_serve(env), upstream, ledger_dir / "ledger.sqlite3", f"{jwks.url}/auth/v1", canary, env
             )
