@@ -33,11 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from _common import environment, print_table, write_results
+from openrouter_functions.guard import scan_text
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "shared"))
-
-from openrouter_functions.guard import scan_text  # noqa: E402
 
 CASES = ROOT / "tests" / "data" / "guard_cases.jsonl"
 LANGUAGES = ("en", "pl", "de", "fr", "es", "it", "pt", "other")

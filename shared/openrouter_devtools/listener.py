@@ -68,7 +68,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     max_head_bytes: int = MAX_HEAD_BYTES
     head_timeout: float = HEAD_TIMEOUT
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override] # as uvicorn's own
         super().connection_made(transport)
         self._head_bytes = 0
         self._in_head = True

@@ -36,7 +36,7 @@ import psycopg
 import pytest
 
 from helpers import mint
-from openrouter_functions.ledger import Admission, Ledger, LedgerUnavailable, Limits, UsageRecord
+from openrouter_functions.ledger import Admission, Ledger, LedgerRejected, LedgerUnavailable, Limits, UsageRecord
 from openrouter_functions.ledger.postgres import PostgresLedger
 from openrouter_functions.ledger.rest import SupabaseRestLedger
 from openrouter_functions.ledger.sqlite import SQLiteLedger
@@ -514,3 +514,42 @@ async def test_parallel_begins_for_one_user_admit_exactly_the_daily_quota(store:
 
 async def test_check_answers_when_the_store_is_up(store: Store) -> None:
     assert await store.ledger.check() is True
+
+
+# -- a value the store cannot hold -----------------------------------------------------------------
+# Each backend raises LedgerRejected (not a plain outage, which would open the meter's breaker for every
+# user), writes nothing of the refused record, and goes on answering everyone else. The edge refuses such
+# text and the exchange drops absurd usage first; these records reach the store directly, as a bug or a
+# new field could make them.
+
+
+@pytest.mark.parametrize(
+    ("fields", "sqlite_holds_it"),
+    [
+        ({"model": "openai/gpt-4o\ud800"}, False),  # a lone surrogate: no UTF-8, no jsonb
+        ({"completion_tokens": 10**20}, False),  # beyond an integer column
+        ({"model": "openai/\x00gpt-4o"}, True),  # NUL: PostgreSQL text refuses it, SQLite keeps it
+        ({"error_type": "bad\x00"}, True),
+        ({"cost_usd": float("nan")}, True),  # not JSON for Postgres; SQLite stores NaN as NULL
+    ],
+    ids=["surrogate", "huge-tokens", "nul-model", "nul-error-type", "nan-cost"],
+)
+async def test_a_value_the_store_cannot_hold_is_rejected_and_the_store_goes_on(
+    store: Store,
+    fields: dict[str, Any],
+    sqlite_holds_it: bool,
+) -> None:
+    user = User()
+    await store.ledger.begin(user.request("bad"), user.id, 0.01, Limits())
+    await store.ledger.begin(user.request("good"), user.id, 0.01, Limits())
+    if store.ledger.name == "sqlite" and sqlite_holds_it:
+        assert await store.ledger.finish(finished(user.request("bad"), user.id, **fields)) is True
+        return
+
+    with pytest.raises(LedgerRejected):
+        await store.ledger.finish(finished(user.request("bad"), user.id, **fields))
+
+    assert await store.ledger.finish(finished(user.request("good"), user.id, cost_usd=0.002)) is True
+    assert [row["request_id"] for row in await store.log(user.id)] == [user.request("good")]
+    # Nothing of the refused record is written: its reservation waits for the stale sweep.
+    assert await store.usage(user.id) == [settled("0.002", in_flight=1, reserved_usd="0.01")]
