@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,10 @@ FUNCTIONS = ("chat", "completion", "health")
 DEV_USER_ID = "00000000-0000-4000-8000-000000000001"
 OFFLINE_API_KEY = "sk-or-v1-offline-development-key"
 
+# Offline tokens last 30 days and are re-minted when less than a day is left.
+OFFLINE_TOKEN_HOURS = 30 * 24
+OFFLINE_TOKEN_RENEW_SECONDS = 24 * 3600
+
 # Past the drain, how long the server waits for the last settlements before it cancels what is left.
 SETTLE_MARGIN = 5
 
@@ -64,18 +69,35 @@ async def _answer_error(
     await response(scope, receive, send)
 
 
-class FunctionsRouter:
-    """Plain ASGI: ``/<name>`` and ``/<name>/...`` go to that function's app, ``/metrics`` to metrics."""
+# Where supabase-js and supabase-py ``functions.invoke(name)`` call: ``${SUPABASE_URL}/functions/v1/<name>``.
+SUPABASE_FUNCTIONS_PREFIX = "/functions/v1"
 
-    def __init__(self, apps: Mapping[str, ASGIApp]) -> None:
+
+class FunctionsRouter:
+    """Plain ASGI: ``/<name>`` and ``/<name>/...`` go to that function's app, ``/metrics`` to metrics.
+
+    ``/functions/v1/<name>/...`` is the same function, at the path Supabase's clients call, so
+    ``createClient(LOCAL_URL, key).functions.invoke("chat")`` reaches it with no proxy. ``mounts`` adds
+    other top-level names (offline mode's example page), each given the request with its prefix in
+    ``root_path``.
+    """
+
+    def __init__(self, apps: Mapping[str, ASGIApp], mounts: Mapping[str, ASGIApp] | None = None) -> None:
         self.apps = dict(apps)
+        self.mounts = dict(mounts or {})
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
         path: str = scope.get("path", "/")
-        name = path.split("/", 2)[1] if path.count("/") >= 1 else ""
+        base = ""
+        if path == SUPABASE_FUNCTIONS_PREFIX or path.startswith(SUPABASE_FUNCTIONS_PREFIX + "/"):
+            base, path = SUPABASE_FUNCTIONS_PREFIX, path[len(SUPABASE_FUNCTIONS_PREFIX) :] or "/"
+        name = path.split("/", 2)[1]
+        if not base and name in self.mounts:
+            await self._forward(self.mounts[name], scope, receive, send, f"/{name}", path[len(name) + 1 :])
+            return
         if name == "metrics" and scope["type"] == "http":
             if scope.get("method") in ("GET", "HEAD"):
                 response = Response(METRICS.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -86,16 +108,26 @@ class FunctionsRouter:
             return
         app = self.apps.get(name)
         if app is None:
-            known = ", ".join(f"/{n}" for n in self.apps)
+            known = ", ".join(f"{base}/{n}" for n in self.apps)
             await _answer_error(
                 scope, receive, send, "serve", ApiError(404, "not_found", f"No function here; try {known}.")
             )
             return
-        prefix = f"/{name}"
-        rest = path[len(prefix) :] or "/"
+        await self._forward(app, scope, receive, send, base + f"/{name}", path[len(name) + 1 :])
+
+    @staticmethod
+    async def _forward(
+        app: ASGIApp,
+        scope: dict[str, Any],
+        receive: Callable[..., Any],
+        send: Callable[..., Any],
+        prefix: str,
+        rest: str,
+    ) -> None:
+        """Hand the request to ``app`` as if it were mounted at ``prefix`` (``rest`` is what follows)."""
         child = dict(scope)
         child["root_path"] = scope.get("root_path", "") + prefix
-        child["path"] = child["root_path"] + rest
+        child["path"] = child["root_path"] + (rest or "/")
         await app(child, receive, send)
 
     async def _lifespan(self, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
@@ -122,7 +154,7 @@ def find_functions_dir(explicit: str | None = None) -> Path:
     raise SystemExit(f"Could not find functions/<name>/main.py (looked in {', '.join(map(str, candidates))}).")
 
 
-def build_app(functions_dir: Path) -> FunctionsRouter:
+def build_app(functions_dir: Path, mounts: Mapping[str, ASGIApp] | None = None) -> FunctionsRouter:
     """Load each function with functions-framework and route to it by name."""
     from functions_framework import create_app
 
@@ -130,32 +162,80 @@ def build_app(functions_dir: Path) -> FunctionsRouter:
         name: create_app(name, str(functions_dir / name / "main.py"))  # type: ignore[no-untyped-call]
         for name in FUNCTIONS
     }
-    return FunctionsRouter(apps)
+    return FunctionsRouter(apps, mounts)
 
 
-def mint_dev_token(secret: str, *, user_id: str = DEV_USER_ID, hours: float = 24.0) -> str:
-    """An HS256 access token shaped like Supabase's, for local development only."""
+def mint_dev_token(secret: str, *, user_id: str = DEV_USER_ID, hours: float = 24.0, role: str = "authenticated") -> str:
+    """An HS256 token shaped like Supabase's, for local development only: a signed-in user's access token,
+    or with ``role="anon"`` the project's public anon key (no user)."""
     import jwt
 
     now = int(time.time())
-    claims = {
-        "sub": user_id,
-        "aud": "authenticated",
-        "role": "authenticated",
-        "email": "developer@localhost",
-        "is_anonymous": False,
-        "iat": now,
-        "exp": now + int(hours * 3600),
-    }
+    claims: dict[str, Any] = {"role": role, "iat": now, "exp": now + int(hours * 3600)}
+    if role == "authenticated":
+        claims |= {"sub": user_id, "aud": "authenticated", "email": "developer@localhost", "is_anonymous": False}
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+@dataclass(frozen=True)
+class OfflineCredentials:
+    """Offline mode's signing secret, the developer's access token and the anon key, kept across restarts."""
+
+    secret: str
+    token: str
+    anon_key: str
+    folder: Path
+
+
+def offline_credentials(folder: Path) -> OfflineCredentials:
+    """The credentials stored in ``folder`` (created on first use, owner-only), renewing tokens near expiry.
+
+    A token printed once keeps working after a restart, so a page or script set up with it goes on working.
+    """
+    import jwt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    secret_file = folder / "offline-secret"
+    secret = _read_private(secret_file)
+    if secret is None or len(secret) < 32:
+        secret = secrets.token_urlsafe(32)
+        _write_private(secret_file, secret)
+
+    def kept(name: str, role: str) -> str:
+        path = folder / name
+        token = _read_private(path)
+        if token is not None:
+            try:
+                claims = jwt.decode(token, secret, algorithms=["HS256"], options={"verify_aud": False})
+            except jwt.PyJWTError:
+                claims = {}
+            if claims.get("role") == role and claims.get("exp", 0) > time.time() + OFFLINE_TOKEN_RENEW_SECONDS:
+                return token
+        token = mint_dev_token(secret, hours=OFFLINE_TOKEN_HOURS, role=role)
+        _write_private(path, token)
+        return token
+
+    return OfflineCredentials(secret, kept("offline-token", "authenticated"), kept("offline-anon-key", "anon"), folder)
+
+
+def _read_private(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+
+
+def _write_private(path: Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+
+
 @contextmanager
-def _offline_upstream(env: MutableMapping[str, str]) -> Iterator[str]:
+def _offline_upstream(env: MutableMapping[str, str], secret: str) -> Iterator[str]:
     from .fake_upstream import FakeOpenRouter
 
     with FakeOpenRouter(chunk_delay=0.02).running_in_thread() as fake:
-        secret = secrets.token_urlsafe(32)
         env.update(
             OPENROUTER_API_KEY=OFFLINE_API_KEY,
             OPENROUTER_BASE_URL=fake.url,
@@ -164,7 +244,7 @@ def _offline_upstream(env: MutableMapping[str, str]) -> Iterator[str]:
         )
         env.pop("SUPABASE_URL", None)
         env.pop("SUPABASE_JWKS_URL", None)
-        yield secret
+        yield fake.url
 
 
 def serve(
@@ -201,9 +281,9 @@ def serve(
         return 2
     folder = find_functions_dir(functions_dir)
     if offline:
-        with _offline_upstream(env) as secret:
-            token = mint_dev_token(secret)
-            _print_offline_banner(host, port, token)
+        credentials = offline_credentials(Path(settings.ledger_sqlite_path).parent)
+        with _offline_upstream(env, credentials.secret):
+            _print_offline_banner(host, port, credentials)
             return _run(folder, host, port, settings, limit_concurrency)
     if not has_key:
         print("warning: OPENROUTER_API_KEY is not set; chat and completion will answer 500.", file=sys.stderr)
@@ -213,13 +293,20 @@ def serve(
     return _run(folder, host, port, settings, limit_concurrency)
 
 
-def _run(folder: Path, host: str, port: int, settings: Settings, limit_concurrency: int | None) -> int:
+def _run(
+    folder: Path,
+    host: str,
+    port: int,
+    settings: Settings,
+    limit_concurrency: int | None,
+    mounts: Mapping[str, ASGIApp] | None = None,
+) -> int:
     import uvicorn
 
     from openrouter_functions.runtime import reset_runtime
 
     reset_runtime()
-    app = build_app(folder)
+    app = build_app(folder, mounts)
     config = uvicorn.Config(
         app,
         host=host,
@@ -237,17 +324,21 @@ def _run(folder: Path, host: str, port: int, settings: Settings, limit_concurren
     return 0
 
 
-def _print_offline_banner(host: str, port: int, token: str) -> None:
+def _print_offline_banner(host: str, port: int, credentials: OfflineCredentials) -> None:
     base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    token = credentials.token
     bar = "=" * 78
     print(
         f"{bar}\n"
         "  OFFLINE MODE — no OPENROUTER_API_KEY and no Supabase auth configured.\n"
-        "  Answers come from a built-in FAKE OpenRouter; tokens are signed with a throwaway secret.\n"
+        "  Answers come from a built-in FAKE OpenRouter; tokens are signed with a local secret.\n"
         "  Never use this mode in production (it refuses to start on Cloud Run / Cloud Functions).\n"
         f"{bar}\n"
         f"  functions: {base}/chat  {base}/completion  {base}/health  {base}/metrics\n"
-        f"  dev access token (24 h):\n    {token}\n"
+        f"  supabase-js / supabase-py: createClient({base!r}, anon key) -> functions.invoke('chat')\n"
+        f"  dev access token (kept in {credentials.folder / 'offline-token'}, renewed before it expires):\n"
+        f"    {token}\n"
+        f"  anon key ({credentials.folder / 'offline-anon-key'}):\n    {credentials.anon_key}\n"
         "  try:\n"
         f"    curl -s {base}/chat -H 'Authorization: Bearer {token}' \\\n"
         "      -H 'Content-Type: application/json' \\\n"

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 __all__ = ["ALLOWED_HEADERS", "cors_headers", "origin_allowed", "origin_problem", "preflight_headers"]
 
-ALLOWED_HEADERS = "authorization, x-client-info, apikey, content-type, x-request-id"
+ALLOWED_HEADERS = "authorization, x-client-info, apikey, content-type, x-request-id, x-region"
 ALLOWED_METHODS = "GET, POST, OPTIONS"
-EXPOSED_HEADERS = "X-Request-Id, Retry-After"
+EXPOSED_HEADERS = "X-Request-Id, Retry-After, WWW-Authenticate"
 
 # What a browser sends in `Origin`: scheme "://" host [":" port], lower case, nothing after.
 _ORIGIN = re.compile(

@@ -166,3 +166,91 @@ def test_chat_is_a_retryable_5xx_when_upstream_is_down(dead_upstream_url: str) -
     assert response.status_code in (502, 503, 504)
     assert response.json()["error"]["code"] == response.status_code
     assert "retry-after" in response.headers, "waiting helps when the upstream is unreachable"
+
+
+# -- the path Supabase's own clients call: ${SUPABASE_URL}/functions/v1/<name> ----------------------------
+
+
+def test_supabase_client_invokes_chat_at_functions_v1(serve_url: str, fake: FakeUpstream) -> None:
+    """``create_client(LOCAL_URL, key).functions.invoke`` reaches serve with no proxy in between."""
+    from supabase import ClientOptions, create_client
+
+    client = create_client(serve_url, "local-anon-key", ClientOptions(headers={"Authorization": f"Bearer {mint()}"}))
+    raw = client.functions.invoke("chat", {"body": {"messages": [{"role": "user", "content": "via supabase-py"}]}})
+
+    assert json.loads(raw)["choices"][0]["message"]["content"] == "Echo: via supabase-py"
+    assert len(fake.chat_requests()) == 1
+
+
+def test_functions_v1_streams_and_serves_every_function(serve_url: str) -> None:
+    headers = {"Authorization": f"Bearer {mint()}"}
+    with httpx.stream(
+        "POST",
+        f"{serve_url}/functions/v1/chat",
+        headers=headers,
+        json={"messages": [{"role": "user", "content": "stream me"}], "stream": True},
+        timeout=10.0,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    assert len(events) > 2
+
+    completion = httpx.post(
+        f"{serve_url}/functions/v1/completion", headers=headers, json={"prompt": "hi"}, timeout=10.0
+    )
+    assert completion.json()["text"] == "Echo: hi"
+    assert httpx.get(f"{serve_url}/functions/v1/health", timeout=10.0).json()["status"] == "ok"
+    # The openai SDK appends /chat/completions to its base_url; that works under the Supabase path too.
+    sdk_path = httpx.post(
+        f"{serve_url}/functions/v1/chat/chat/completions",
+        headers=headers,
+        json={"messages": [{"role": "user", "content": "sdk"}]},
+        timeout=10.0,
+    )
+    assert sdk_path.status_code == 200, sdk_path.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/functions/v1/nope"), ("GET", "/functions/v1"), ("PROPFIND", "/functions/v1/chat"), ("GET", "/nope")],
+)
+def test_browser_can_read_errors_on_any_path(serve_url: str, method: str, path: str) -> None:
+    """Unknown functions and odd methods answer the envelope with CORS headers, so a web page sees why."""
+    origin = "http://localhost:3000"
+    response = httpx.request(method, f"{serve_url}{path}", headers={"Origin": origin}, timeout=5.0)
+
+    assert response.status_code in (404, 405)
+    assert response.json()["error"]["code"] == response.status_code
+    assert response.headers["access-control-allow-origin"] in (origin, "*")
+    exposed = {h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")}
+    assert {"retry-after", "x-request-id", "www-authenticate"} <= exposed
+
+
+def test_preflight_on_functions_v1_and_unknown_paths(serve_url: str) -> None:
+    for path in ("/functions/v1/chat", "/functions/v1/nope", "/nope"):
+        response = httpx.options(
+            f"{serve_url}{path}",
+            headers={
+                "Origin": "http://localhost:3000",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, x-client-info, apikey, content-type, x-region",
+            },
+            timeout=5.0,
+        )
+        assert response.status_code == 204, path
+        allowed = {h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")}
+        assert {"authorization", "x-client-info", "apikey", "content-type", "x-region"} <= allowed
+
+
+def test_a_401_tells_the_browser_why(serve_url: str) -> None:
+    response = httpx.post(
+        f"{serve_url}/functions/v1/chat",
+        headers={"Origin": "http://localhost:3000", "Authorization": "Bearer not-a-jwt"},
+        json={"messages": [{"role": "user", "content": "hi"}]},
+        timeout=5.0,
+    )
+    assert response.status_code == 401
+    assert "www-authenticate" in response.headers
+    assert "www-authenticate" in response.headers["access-control-expose-headers"].lower()
