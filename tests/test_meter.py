@@ -30,6 +30,8 @@ class StubLedger:
         self.hangs = hangs
         self.begins: list[tuple[Any, ...]] = []
         self.finishes = 0
+        self.stale = 0  # reservations a crashed instance left; releasing them admits the next begin
+        self.releases: list[int] = []
 
     async def _maybe_fail(self) -> None:
         if self.hangs:
@@ -46,6 +48,14 @@ class StubLedger:
         self.finishes += 1
         await self._maybe_fail()
         return True
+
+    async def release_stale(self, user_id: str, older_than_seconds: int) -> int:
+        self.releases.append(older_than_seconds)
+        await self._maybe_fail()
+        released, self.stale = self.stale, 0
+        if released:
+            self.admission = Admission(True, reserved_usd=0.01)
+        return released
 
     async def check(self) -> bool:
         await self._maybe_fail()
@@ -217,7 +227,8 @@ async def test_settle_against_a_hanging_store_gives_up_within_its_budget(caplog:
     elapsed = time.monotonic() - started
     assert elapsed < 1.5
     assert backend.finishes == 1  # the timed-out attempt used the budget: no second wait
-    assert meter.suspended()
+    # Running out of its own budget says the store is slow, not down: other requests still ask it.
+    assert not meter.suspended()
     [line] = [as_json(r) for r in caplog.records if r.getMessage() == "usage_unrecorded"]
     assert (line["request_id"], line["error"]) == ("req-1", "timed out")
 
@@ -229,3 +240,61 @@ async def test_settle_retries_a_fast_failure_only_while_the_budget_lasts() -> No
     meter.settle_budget = 0.2  # room for the 0.1 s backoff, not for the 0.3 s one after it
     await meter.settle(record(), request_id="req-1")
     assert (backend.finishes, sleeps) == (2, [0.1])
+
+
+QUOTA_FULL = Admission(False, "quota_exceeded", "daily_requests", 3600)
+
+
+async def test_a_crashed_instances_reservation_is_released_and_the_request_admitted() -> None:
+    backend = StubLedger(QUOTA_FULL)
+    backend.stale = 1
+    meter = Meter(backend, stale_after=338.2)
+
+    ticket = await meter.admit("ledger-1", USER, "chat", request_id="req-1")
+
+    assert ticket.admitted
+    assert backend.releases == [339]  # whole seconds, rounded up: never younger than a live call
+    assert len(backend.begins) == 2
+
+
+async def test_nothing_stale_keeps_the_refusal() -> None:
+    backend = StubLedger(QUOTA_FULL)
+    meter = Meter(backend, stale_after=300)
+
+    with pytest.raises(ApiError) as refused:
+        await meter.admit("ledger-1", USER, "chat", request_id="req-1")
+
+    assert refused.value.status == 429
+    assert (backend.releases, len(backend.begins)) == ([300], 1)
+
+
+@pytest.mark.parametrize(
+    ("admission", "stale_after"),
+    [(Admission(False, "rate_limited", "rpm", 30), 300.0), (QUOTA_FULL, None)],
+    ids=["rpm-refusal", "no-bound-configured"],
+)
+async def test_release_is_tried_only_for_a_daily_quota_with_a_bound(
+    admission: Admission, stale_after: float | None
+) -> None:
+    backend = StubLedger(admission)
+    backend.stale = 1
+    meter = Meter(backend, stale_after=stale_after)
+
+    with pytest.raises(ApiError):
+        await meter.admit("ledger-1", USER, "chat", request_id="req-1")
+    assert backend.releases == []
+
+
+async def test_a_failing_release_keeps_the_quota_refusal() -> None:
+    backend = StubLedger(QUOTA_FULL)
+    meter = Meter(backend, stale_after=300)
+    original = backend.release_stale
+
+    async def broken(user_id: str, older_than_seconds: int) -> int:
+        await original(user_id, older_than_seconds)
+        raise LedgerUnavailable("connection reset")
+
+    backend.release_stale = broken  # type: ignore[method-assign]
+    with pytest.raises(ApiError) as refused:
+        await meter.admit("ledger-1", USER, "chat", request_id="req-1")
+    assert refused.value.status == 429, "the user sees the quota, not a ledger outage"

@@ -100,6 +100,9 @@ class Settings(ClientSettings):
     default_daily_requests: int | None = Field(default=None, ge=0)
     default_daily_cost_usd: float | None = Field(default=DEFAULT_DAILY_COST_USD, ge=0)
     quota_reserve_usd: float = Field(default=0.01, ge=0)
+    # How long a finished request may wait for its usage row to be written (retries included) before the
+    # row goes to the usage_unrecorded log line instead. Raise it for a store that is slow under load.
+    ledger_settle_seconds: float = Field(default=1.0, gt=0, le=30)
 
     # Capacity and shutdown (capacity.py)
     max_in_flight: int | None = Field(default=None, gt=0)

@@ -23,6 +23,10 @@ from .ledger import Ledger, Limits
 from .ledger.meter import Meter
 from .logs import configure_logging
 
+# A reservation older than OPENROUTER_DEADLINE + SHUTDOWN_DRAIN_SECONDS + this belongs to an instance that
+# died before settling it: a refused user gets it back (Meter, ledger_release_stale).
+STALE_MARGIN_SECONDS = 30.0
+
 __all__ = ["Runtime", "UpstreamProbe", "close_runtime", "get_runtime", "reset_runtime"]
 
 
@@ -135,6 +139,9 @@ class Runtime:
                 reserve_usd=s.quota_reserve_usd,
                 default_limits=Limits(s.default_rpm, s.default_daily_requests, s.default_daily_cost_usd),
                 sleep=self.sleep,
+                # Past the deadline and the drain no call of ours still runs; the margin covers settling.
+                stale_after=s.openrouter_deadline + s.shutdown_drain_seconds + STALE_MARGIN_SECONDS,
+                settle_budget=s.ledger_settle_seconds,
             )
         return self._meter
 

@@ -496,6 +496,30 @@ async def test_reservations_older_than_15_minutes_are_released_by_the_next_begin
     assert await store.usage(user.id) == [settled("0.02", in_flight=1, reserved_usd="0.01")]
 
 
+async def test_release_stale_frees_only_reservations_older_than_asked(store: Store) -> None:
+    """What a refused user gets back when a crashed instance holds part of its quota (Meter)."""
+    user, other, limits = User(), User(), Limits(daily_requests=2)
+    assert (await store.ledger.begin(user.request("dead"), user.id, 0.03, limits)).admitted
+    assert (await store.ledger.begin(other.request("dead"), other.id, 0.03, limits)).admitted
+    await store.age_reservations(user.id, 6)
+    await store.age_reservations(other.id, 6)
+    assert (await store.ledger.begin(user.request("live"), user.id, 0.01, limits)).admitted
+
+    assert await store.ledger.release_stale(user.id, 600) == 0  # 6 minutes is younger than 10
+    assert await store.ledger.release_stale(user.id, 300) == 1
+    assert await store.ledger.release_stale(user.id, 300) == 0  # already released
+
+    assert await store.reservations(user.id) == [(user.request("live"), today(), Decimal("0.01"))]
+    assert await store.usage(user.id) == [Usage(today(), in_flight=1, reserved_usd=Decimal("0.01"))]
+    assert len(await store.reservations(other.id)) == 1, "another user's reservations are not touched"
+    assert (await store.ledger.begin(user.request("next"), user.id, 0.01, limits)).admitted
+
+
+async def test_release_stale_refuses_a_negative_age(store: Store) -> None:
+    with pytest.raises(LedgerUnavailable):
+        await store.ledger.release_stale(User().id, -1)
+
+
 # -- concurrency -------------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import pytest
 from helpers import USER_ID, bearer
 from log_lines import as_json
 from openrouter_devtools.fake_upstream import FakeOpenRouter
-from openrouter_functions.ledger import Admission, LedgerUnavailable, Limits, UsageRecord
+from openrouter_functions.ledger import Admission, LedgerUnavailable, Limits, UsageRecord, ledger_user_id
 from openrouter_functions.ledger.sqlite import SQLiteLedger
 from openrouter_functions.metrics import METRICS
 from openrouter_functions.runtime import Runtime, get_runtime
@@ -355,3 +355,26 @@ async def test_a_hanging_finish_holds_a_finished_answer_at_most_a_second(
     [line] = [as_json(r) for r in caplog.records if r.getMessage() == "usage_unrecorded"]
     assert (line["request_id"], line["error"]) == ("req-hang-1", "timed out")
     assert line["record"]["p_row"]["cost_usd"] == response.json()["usage"]["cost"]
+
+
+async def test_a_crashed_instances_reservation_stops_blocking_the_user_after_deadline_and_drain(
+    client: httpx.AsyncClient, configure: Any
+) -> None:
+    """An instance that died mid-call left a reservation; the user's quota is whole again once no call of
+    ours could still be running (OPENROUTER_DEADLINE + SHUTDOWN_DRAIN_SECONDS + a margin), not 15 minutes."""
+    configure(DEFAULT_DAILY_REQUESTS="1", OPENROUTER_DEADLINE="60", SHUTDOWN_DRAIN_SECONDS="5")
+    ledger = sqlite_ledger()
+    admitted = await ledger.begin("crashed-call", ledger_user_id(USER_ID), 0.01, Limits(daily_requests=1))
+    assert admitted.admitted
+
+    refused = await client.post("/chat", json=HI, headers=bearer())
+    assert refused.status_code == 429, "a reservation younger than deadline + drain may still be running"
+
+    def age(conn: Any) -> None:  # the crashed call began 2 minutes ago: past 60 + 5 + 30 s
+        conn.execute("update ledger_reservations set created_at = '2000-01-01T00:00:00.000Z'")
+
+    await ledger._run(age)
+    response = await client.post("/chat", json=HI, headers=bearer())
+    assert response.status_code == 200, response.text
+    [day] = await ledger.rows("usage_daily")
+    assert (day["requests"], day["in_flight"]) == (1, 0)

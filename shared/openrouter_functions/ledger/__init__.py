@@ -156,6 +156,11 @@ class Ledger(Protocol):
         """Write the record; False when it was already written (a duplicate finish)."""
         ...
 
+    async def release_stale(self, user_id: str, older_than_seconds: int) -> int:
+        """Release the user's reservations taken more than ``older_than_seconds`` ago (their instance died
+        before finishing them); returns how many. ``begin`` itself releases them after 15 minutes."""
+        ...
+
     async def check(self) -> bool:
         """Whether the store answers (for health); never raises."""
         ...

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ class Meter:
         reserve_usd: float = 0.01,
         default_limits: Limits | None = None,
         sleep: Sleep = asyncio.sleep,
+        stale_after: float | None = None,
+        settle_budget: float = SETTLE_SECONDS,
     ) -> None:
         self.backend = backend
         self.failure_mode = failure_mode
@@ -68,7 +71,10 @@ class Meter:
         self.default_limits = default_limits or Limits()
         self.sleep = sleep
         self.timeout = CALL_TIMEOUT
-        self.settle_budget = SETTLE_SECONDS
+        self.settle_budget = settle_budget
+        # How long a call of ours can possibly still be running (deadline + drain): a reservation older
+        # than that belongs to an instance that died. None: leave it to the store's 15-minute sweep.
+        self.stale_after = None if stale_after is None else math.ceil(stale_after)
         self._down_until = 0.0
         self._probe_after = 0.0
         self._probing = False
@@ -102,8 +108,11 @@ class Meter:
         except LedgerRejected:
             raise
         except Exception as exc:
-            now = time.monotonic()
-            self._down_until, self._probe_after = now + BREAKER_SECONDS, now + PROBE_SECONDS
+            # A settlement cut short by its own budget says the store is slow, not down: the breaker
+            # would turn every other request away for a store that is answering.
+            if not (isinstance(exc, TimeoutError) and within is not None and within < self.timeout):
+                now = time.monotonic()
+                self._down_until, self._probe_after = now + BREAKER_SECONDS, now + PROBE_SECONDS
             if isinstance(exc, LedgerUnavailable):
                 raise
             detail = "timed out" if isinstance(exc, TimeoutError) else f"{exc.__class__.__name__}: {exc}"
@@ -131,16 +140,36 @@ class Meter:
         limits = Limits() if unlimited else self.default_limits
         try:
             key = ledger_user_id(user_id)
-            admission = await self._call(lambda: backend.begin(ledger_id, key, self.reserve_usd, limits))
+            begin_args = (ledger_id, key, self.reserve_usd, limits)
+            admission = await self._call(lambda: backend.begin(*begin_args))
         except LedgerUnavailable as exc:
             METRICS.inc("orf_ledger_errors_total", function=function, op="begin")
             log.warning("ledger_begin_failed", extra={"json_fields": {"request_id": request_id, "error": str(exc)}})
             if self.failure_mode == "open" and not isinstance(exc, LedgerRejected):
                 return Ticket(unmetered=True)
             raise
+        stale_after = self.stale_after
+        if not admission.admitted and admission.reason == "quota_exceeded" and stale_after is not None:
+            admission = await self._after_releasing_stale(
+                admission, lambda: backend.release_stale(key, stale_after), lambda: backend.begin(*begin_args)
+            )
         if not admission.admitted:
             raise _refusal(admission)
         return Ticket(admitted=True, reserved_usd=admission.reserved_usd)
+
+    async def _after_releasing_stale(
+        self, refusal: Admission, release: Callable[[], Awaitable[int]], begin: Callable[[], Awaitable[Admission]]
+    ) -> Admission:
+        """A daily quota refused the request: a crashed instance's reservations may be what fills it.
+        Release the ones older than any live call and, if there were some, ask again."""
+        try:
+            released = await self._call(release)
+            if not released:
+                return refusal
+            log.warning("ledger_released_stale", extra={"json_fields": {"released": released}})
+            return await self._call(begin)
+        except LedgerUnavailable:  # the refusal stands; the store's own sweep frees them later
+            return refusal
 
     async def settle(self, record: UsageRecord, *, request_id: str) -> None:
         """Write the request's log row and usage, retried within :data:`SETTLE_SECONDS`; a record that

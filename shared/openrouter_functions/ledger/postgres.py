@@ -26,6 +26,7 @@ __all__ = ["PostgresLedger"]
 
 _BEGIN = "select public.ledger_begin(%s, %s::uuid, %s::numeric, %s::integer, %s::integer, %s::numeric)"
 _FINISH = "select public.ledger_finish(%s, %s::uuid, %s::jsonb)"
+_RELEASE_STALE = "select public.ledger_release_stale(%s::uuid, %s::integer)"
 
 
 class PostgresLedger:
@@ -132,6 +133,12 @@ class PostgresLedger:
         if not isinstance(answer, dict):
             raise LedgerUnavailable(f"unexpected answer from ledger_finish: {answer!r}")
         return bool(answer.get("recorded"))
+
+    async def release_stale(self, user_id: str, older_than_seconds: int) -> int:
+        answer = await self._one(_RELEASE_STALE, (user_id, older_than_seconds))
+        if not isinstance(answer, int):
+            raise LedgerUnavailable(f"unexpected answer from ledger_release_stale: {answer!r}")
+        return answer
 
     async def check(self) -> bool:
         try:

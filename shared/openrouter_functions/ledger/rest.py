@@ -98,6 +98,14 @@ class SupabaseRestLedger:
             raise LedgerUnavailable(f"unexpected answer from ledger_finish: {answer!r}")
         return bool(answer.get("recorded"))
 
+    async def release_stale(self, user_id: str, older_than_seconds: int) -> int:
+        answer = await self._rpc(
+            "ledger_release_stale", {"p_user_id": user_id, "p_older_than_seconds": older_than_seconds}
+        )
+        if not isinstance(answer, int) or isinstance(answer, bool):
+            raise LedgerUnavailable(f"unexpected answer from ledger_release_stale: {answer!r}")
+        return answer
+
     async def check(self) -> bool:
         try:
             client = await self._supabase()

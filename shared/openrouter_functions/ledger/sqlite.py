@@ -104,6 +104,26 @@ def _seconds_until(moment: datetime, until: datetime) -> int:
     return max(1, math.ceil((until - moment).total_seconds()))
 
 
+def _release(conn: sqlite3.Connection, user_id: str, stale_before: str, now: str) -> int:
+    """The SQL functions' sweep: ``delete ... returning`` the user's reservations taken before
+    ``stale_before``, then give each day's usage row its requests and reserved cost back."""
+    released = conn.execute(
+        "delete from ledger_reservations where user_id = ? and created_at < ? returning day, amount_usd",
+        (user_id, stale_before),
+    ).fetchall()
+    per_day: dict[str, tuple[int, float]] = {}
+    for released_day, amount in released:
+        count, total = per_day.get(released_day, (0, 0.0))
+        per_day[released_day] = (count + 1, total + amount)
+    for released_day, (count, total) in per_day.items():
+        conn.execute(
+            "update usage_daily set in_flight = max(in_flight - ?, 0), "
+            "reserved_usd = max(round(reserved_usd - ?, 8), 0), updated_at = ? where user_id = ? and day = ?",
+            (count, total, now, user_id, released_day),
+        )
+    return len(released)
+
+
 def _refusal(reason: str, limit: str, retry_after: int) -> dict[str, Any]:
     return {"admitted": False, "reason": reason, "limit": limit, "retry_after": retry_after}
 
@@ -163,6 +183,20 @@ class SQLiteLedger:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
 
+    # -- release_stale: public.ledger_release_stale ---------------------------------------------------
+
+    async def release_stale(self, user_id: str, older_than_seconds: int) -> int:
+        if older_than_seconds < 0:
+            raise LedgerUnavailable("sqlite: ledger_release_stale: p_older_than_seconds must be >= 0")
+
+        def release(conn: sqlite3.Connection) -> int:
+            moment = self._now()
+            stale_before = _timestamp(moment - timedelta(seconds=older_than_seconds))
+            return _release(conn, user_id, stale_before, _timestamp(moment))
+
+        released: int = await self._run(release)
+        return released
+
     # -- begin: public.ledger_begin -----------------------------------------------------------------
 
     async def begin(self, request_id: str, user_id: str, reserve_usd: float, limits: Limits) -> Admission:
@@ -186,22 +220,8 @@ class SQLiteLedger:
         # BEGIN IMMEDIATE already serializes us).
         conn.execute(_DAY_ROW, (user_id, day, now))
 
-        # Release reservations whose instance died between begin and finish (older than 15 minutes): the
-        # SQL function's `delete ... returning` then per-day update, which usually finds nothing to do.
-        released = conn.execute(
-            "delete from ledger_reservations where user_id = ? and created_at < ? returning day, amount_usd",
-            (user_id, stale_before),
-        ).fetchall()
-        per_day: dict[str, tuple[int, float]] = {}
-        for released_day, amount in released:
-            count, total = per_day.get(released_day, (0, 0.0))
-            per_day[released_day] = (count + 1, total + amount)
-        for released_day, (count, total) in per_day.items():
-            conn.execute(
-                "update usage_daily set in_flight = max(in_flight - ?, 0), "
-                "reserved_usd = max(round(reserved_usd - ?, 8), 0), updated_at = ? where user_id = ? and day = ?",
-                (count, total, now, user_id, released_day),
-            )
+        # Release reservations whose instance died between begin and finish (older than 15 minutes).
+        _release(conn, user_id, stale_before, now)
         requests, in_flight, cost_usd, reserved_usd = conn.execute(
             "select requests, in_flight, cost_usd, reserved_usd from usage_daily where user_id = ? and day = ?",
             (user_id, day),

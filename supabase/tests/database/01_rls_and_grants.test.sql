@@ -3,7 +3,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(77);
+select plan(83);
 
 -- Two users with a row of their own in every user-facing table, and some internal bookkeeping.
 -- user A = aaaaaaaa-…, user B = bbbbbbbb-…
@@ -89,6 +89,19 @@ select ok(not has_function_privilege('public', 'public.ledger_begin(text, uuid, 
   'PUBLIC may not execute ledger_begin');
 select ok(not has_function_privilege('public', 'public.ledger_finish(text, uuid, jsonb)', 'execute'),
   'PUBLIC may not execute ledger_finish');
+
+-- ledger_release_stale: the same protections (6) ---------------------------------------------------
+
+select is_definer('public', 'ledger_release_stale', array['uuid', 'integer'],
+  'ledger_release_stale runs with its owner''s rights');
+select is((select proconfig from pg_catalog.pg_proc where oid = 'public.ledger_release_stale(uuid, integer)'::regprocedure),
+          array['search_path=""', 'lock_timeout=3s'], 'ledger_release_stale pins an empty search_path and a lock timeout');
+select function_privs_are('public', 'ledger_release_stale', array['uuid', 'integer'], role,
+         case when role = 'service_role' then array['EXECUTE'] else array[]::text[] end,
+         format('%s %s execute ledger_release_stale', role, case when role = 'service_role' then 'may' else 'may not' end))
+  from unnest(array['anon', 'authenticated', 'service_role']) as role;
+select ok(not has_function_privilege('public', 'public.ledger_release_stale(uuid, integer)', 'execute'),
+  'PUBLIC may not execute ledger_release_stale');
 
 -- Signed in as user A (4 + 3 + 20 + 2 + 2 = 31) ----------------------------------------------------
 

@@ -4,7 +4,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(54);
+select plan(59);
 
 -- Helpers that read like the sentences below; they live in pg_temp and vanish with the transaction.
 create function pg_temp.begin_request(
@@ -280,6 +280,27 @@ select results_eq($$ select day, in_flight, reserved_usd from public.usage_daily
                   'yesterday''s stale reservation is released from yesterday''s row');
 select is((select count(*)::integer from public.ledger_reservations
             where user_id = '10000000-0000-4000-8000-000000000011'), 1, 'only today''s reservation remains');
+
+-- ledger_release_stale frees what a crashed instance holds, and only what is older than asked (5) ----
+-- user 12: two reservations, one taken 10 minutes ago by an instance that died, one just now
+
+insert into answer select 'u12-dead', pg_temp.begin_request('u12-dead', '10000000-0000-4000-8000-000000000012', 0.02);
+update public.ledger_reservations set created_at = now() - interval '10 minutes' where request_id = 'u12-dead';
+insert into answer select 'u12-live', pg_temp.begin_request('u12-live', '10000000-0000-4000-8000-000000000012', 0.01);
+
+select is(public.ledger_release_stale('10000000-0000-4000-8000-000000000012', 900), 0,
+          'nothing is older than 15 minutes: nothing released');
+select is(public.ledger_release_stale('10000000-0000-4000-8000-000000000012', 300), 1,
+          'the 10-minute-old reservation is released with a 5-minute bound');
+select results_eq($$ select in_flight, reserved_usd from public.usage_daily
+                      where user_id = '10000000-0000-4000-8000-000000000012' $$,
+                  $$ values (1, 0.01::numeric) $$,
+                  'the user gets its request and reservation back; the live one still counts');
+select results_eq($$ select request_id from public.ledger_reservations
+                      where user_id = '10000000-0000-4000-8000-000000000012' $$,
+                  array['u12-live'], 'the live reservation is kept');
+select throws_ok($$ select public.ledger_release_stale('10000000-0000-4000-8000-000000000012', -1) $$,
+                 '22023', null, 'a negative age is refused');
 
 select * from finish();
 rollback;
