@@ -37,7 +37,22 @@ def main(argv: list[str] | None = None) -> int:
     pack.add_argument("--out", required=True, help="folder to write (emptied first)")
     pack.add_argument("--functions-dir", default=None, help="folder with <name>/main.py (default: ./functions)")
 
+    edge = sub.add_parser(
+        "edge", help="serve the Supabase Edge front door (supabase/functions) under /functions/v1/<name> with Deno"
+    )
+    edge.add_argument("--host", default="127.0.0.1")
+    edge.add_argument("--port", type=int, default=54321, help="port (default 54321, the Supabase CLI's API port)")
+    edge.add_argument(
+        "--functions-url",
+        default=None,
+        help="where /chat, /completion and /health answer (default: $OPENROUTER_FUNCTIONS_URL, else http://127.0.0.1:8080)",
+    )
+
     args = parser.parse_args(argv)
+    if args.command == "edge":
+        from .edge import run_edge
+
+        return run_edge(args.port, args.host, args.functions_url)
     if args.command == "bundle":
         from pathlib import Path
 

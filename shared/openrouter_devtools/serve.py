@@ -3,7 +3,7 @@
 Each ``functions/<name>/main.py`` is loaded through functions-framework exactly as a deployment loads
 it, and mounted at ``/<name>`` — the same paths as ``https://REGION-PROJECT.cloudfunctions.net/<name>``.
 
-It listens with the limits a port open to anyone needs (:mod:`.listener`), and stops within the
+It listens with the limits a port open to anyone needs (:mod:`openrouter_functions.listener`), and stops within the
 functions' shutdown drain (``SHUTDOWN_DRAIN_SECONDS``; ``openrouter_functions.capacity``).
 """
 
@@ -24,9 +24,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from openrouter_functions.envelope import ApiError
+from openrouter_functions.listener import KEEP_ALIVE_TIMEOUT, LIMIT_CONCURRENCY, guarded_protocol
 from openrouter_functions.metrics import METRICS
-
-from .listener import KEEP_ALIVE_TIMEOUT, LIMIT_CONCURRENCY, guarded_protocol
 
 if TYPE_CHECKING:
     from openrouter_functions.config import Settings
@@ -284,7 +283,11 @@ def serve(
         credentials = offline_credentials(Path(settings.ledger_sqlite_path).parent)
         with _offline_upstream(env, credentials.secret):
             _print_offline_banner(host, port, credentials)
-            return _run(folder, host, port, settings, limit_concurrency)
+            from .local_project import example_page_note, local_project_mounts  # the page at /app/, its tables
+
+            print(example_page_note(host, port), flush=True)
+            mounts = local_project_mounts(settings, credentials)
+            return _run(folder, host, port, settings, limit_concurrency, mounts)
     if not has_key:
         print("warning: OPENROUTER_API_KEY is not set; chat and completion will answer 500.", file=sys.stderr)
     if not auth_configured:

@@ -57,12 +57,18 @@ class EveryRequestToFunction:
 
 
 def adopt_functions_framework() -> None:
-    """Make every app functions-framework builds for an HTTP function pass all requests to the function.
+    """Make every app functions-framework builds for an HTTP function pass all requests to the function,
+    and its production server listen with our limits (:func:`.listener.guard_uvicorn_worker`: heads
+    capped at 64 KiB and due within 10 s, idle connections closed after 5 s).
 
     Idempotent. A functions-framework without the factory (another major version) is left as it is; the
     end-to-end tests would show its plain-text pages again.
     """
     import functions_framework.aio as aio
+
+    from .listener import guard_uvicorn_worker
+
+    guard_uvicorn_worker()
 
     build = getattr(aio, "_create_asgi_app_with_function", None)
     if build is None or getattr(build, "adopted", False):

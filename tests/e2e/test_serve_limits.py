@@ -1,6 +1,9 @@
-"""``serve`` is a port open to anyone: raw-socket checks that an unauthenticated client cannot make it
+"""A function's port is open to anyone: raw-socket checks that an unauthenticated client cannot make it
 hold memory or connections (request heads capped at 64 KiB, heads that never complete and idle
-keep-alive connections closed, a connection limit answered in the envelope)."""
+keep-alive connections closed, a connection limit answered in the envelope).
+
+The head and connection checks run against ``serve`` and against a bare ``functions-framework`` (gunicorn
+with uvicorn's worker: Cloud Run's and the Docker image's entry point), which get the same listener."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_procs import FakeUpstream, cli, functions_env
+from e2e_procs import BIN, FakeUpstream, cli, functions_env
 
 from helpers import HOST, free_port
 from procs import Process
@@ -33,6 +36,32 @@ def guarded(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactor
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def deployed(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    """The health function alone under functions-framework's production server, as deployed."""
+    port = free_port()
+    env = functions_env(fake_upstream.port, tmp_path_factory.mktemp("ff-limits-ledger"))
+    argv = [str(BIN / "functions-framework"), "--target", "health", "--source", "functions/health/main.py"]
+    process = Process("functions-framework (limits)", [*argv, "--host", HOST, "--port", str(port)], env, port)
+    try:
+        process.wait_ready("/")
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(params=["serve", "functions-framework"])
+def listener(request: pytest.FixtureRequest) -> Process:
+    """Each way a function listens: ``serve``, and functions-framework as deployed."""
+    process: Process = request.getfixturevalue("guarded" if request.param == "serve" else "deployed")
+    return process
+
+
+def _health_path(process: Process) -> bytes:
+    """Where health answers: under serve at /health, a bare function at its root."""
+    return b"/" if process.name.startswith("functions-framework") else b"/health"
 
 
 def _connect(process: Process) -> socket.socket:
@@ -69,8 +98,8 @@ def _rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def test_a_head_over_64_kib_is_refused_with_431(guarded: Process) -> None:
-    with _connect(guarded) as sock:
+def test_a_head_over_64_kib_is_refused_with_431(listener: Process) -> None:
+    with _connect(listener) as sock:
         sock.sendall(b"POST /chat HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEAD - 1024))
         time.sleep(0.2)  # the server has read the first part and waits for more
         sock.sendall(b"a" * 2048)
@@ -84,10 +113,11 @@ def test_a_head_over_64_kib_is_refused_with_431(guarded: Process) -> None:
     }
 
 
-def test_a_head_just_under_the_cap_is_served(guarded: Process) -> None:
-    with _connect(guarded) as sock:
+def test_a_head_just_under_the_cap_is_served(listener: Process) -> None:
+    with _connect(listener) as sock:
         filler = b"a" * (MAX_HEAD - 200)
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " + filler + b"\r\n\r\n")
+        path = _health_path(listener)
+        sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " + filler + b"\r\n\r\n")
         status, _, body = _answer(_read_all(sock))
     assert status == 200
     assert isinstance(body, dict) and body["status"] == "ok"
@@ -121,7 +151,8 @@ def test_eight_huge_heads_do_not_grow_memory(guarded: Process) -> None:
     assert after - before < 30, (before, after)
 
 
-def test_silent_slow_and_idle_connections_are_closed(guarded: Process) -> None:
+def test_silent_slow_and_idle_connections_are_closed(listener: Process) -> None:
+    guarded, path = listener, _health_path(listener)
     outcomes: dict[str, tuple[float, bytes]] = {}
 
     def silent() -> None:
@@ -133,7 +164,7 @@ def test_silent_slow_and_idle_connections_are_closed(guarded: Process) -> None:
     def slowloris() -> None:
         started = time.monotonic()
         with _connect(guarded) as sock:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n")
             sock.settimeout(1.0)
             data = b""
             for i in range(int(HEAD_TIMEOUT) + 5):  # a header line a second, never the blank line
@@ -151,7 +182,7 @@ def test_silent_slow_and_idle_connections_are_closed(guarded: Process) -> None:
 
     def idle_after_answer() -> None:
         with _connect(guarded) as sock:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
             first = sock.recv(65536)
             answered = time.monotonic()
             rest = _read_all(sock)

@@ -1,9 +1,15 @@
-"""The listener ``serve`` runs: uvicorn's httptools protocol with the limits a port open to anyone needs.
+"""The listener: uvicorn's httptools protocol with the limits a port open to anyone needs.
 
 uvicorn's httptools protocol has none of the first two: a request head is at most 64 KiB and must
 arrive within 10 s of the connection or of its first byte; an idle keep-alive connection is closed
 after 5 s; beyond a number of connections or requests (``--limit-concurrency``) a request is answered
 503 ``overloaded``. Every refusal is the error envelope.
+
+Both ways our functions listen use it: ``openrouter-functions serve`` passes it to uvicorn, and a
+deployed function's functions-framework (gunicorn with ``uvicorn_worker.UvicornWorker``, Cloud Run's and
+the Docker image's entry point) gets it from :func:`guard_uvicorn_worker`, which
+``hosting.adopt_functions_framework`` calls when the function's module is loaded (before the server
+starts its worker).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ __all__ = [
     "LIMIT_CONCURRENCY",
     "MAX_HEAD_BYTES",
     "GuardedHttpToolsProtocol",
+    "guard_uvicorn_worker",
     "guarded_protocol",
 ]
 
@@ -64,7 +71,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """
 
     limit: int = LIMIT_CONCURRENCY
-    allowed_origins: Sequence[str] = ("*",)
+    # None: the functions' own ALLOWED_ORIGINS, read when a refusal needs them (the deployed worker is
+    # set up before any configuration is read).
+    allowed_origins: Sequence[str] | None = None
     max_head_bytes: int = MAX_HEAD_BYTES
     head_timeout: float = HEAD_TIMEOUT
 
@@ -125,7 +134,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, type: str, message: str) -> None:
         self._stop_head_timer()
-        self.transport.write(_raw_refusal(status, type, message, self.allowed_origins))
+        origins = self.allowed_origins if self.allowed_origins is not None else _configured_origins()
+        self.transport.write(_raw_refusal(status, type, message, origins))
         self.transport.close()
 
 
@@ -137,6 +147,33 @@ async def _overloaded(scope: dict[str, Any], receive: Callable[..., Any], send: 
     origin = Request(scope).headers.get("origin")
     response.headers.update(cors_headers(origin, get_runtime().settings.allowed_origins))
     await response(scope, receive, send)
+
+
+def _configured_origins() -> Sequence[str]:
+    from openrouter_functions.runtime import get_runtime
+
+    try:
+        return get_runtime().settings.allowed_origins
+    except Exception:  # a configuration that does not load: refuse without CORS headers
+        return ()
+
+
+def guard_uvicorn_worker() -> bool:
+    """Give functions-framework's production server (gunicorn's ``uvicorn_worker.UvicornWorker``) this
+    listener and keep-alive timeout. Idempotent; False when that worker is not installed (then
+    functions-framework serves with plain uvicorn in debug mode only)."""
+    try:
+        from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
+    except ImportError:
+        return False
+    http = UvicornWorker.CONFIG_KWARGS.get("http")
+    if not (isinstance(http, type) and issubclass(http, GuardedHttpToolsProtocol)):
+        UvicornWorker.CONFIG_KWARGS = {
+            **UvicornWorker.CONFIG_KWARGS,
+            "http": GuardedHttpToolsProtocol,
+            "timeout_keep_alive": KEEP_ALIVE_TIMEOUT,
+        }
+    return True
 
 
 def guarded_protocol(limit: int, allowed_origins: Sequence[str]) -> type[GuardedHttpToolsProtocol]:
