@@ -198,3 +198,21 @@ async def test_a_bad_first_stream_event_reports_its_attempt(make_service: Build,
     with pytest.raises(OpenRouterResponseError) as info:
         [c async for c in stream]
     assert (info.value.attempts, stream.attempts, len(seen)) == (1, 1, 1)
+
+
+# -- health never reads the model list ------------------------------------------------------------------
+
+
+async def test_health_check_answers_from_the_status_without_reading_the_body(make_service: Build) -> None:
+    """An upstream (or a man in the middle) answering GET /models with an endless body costs nothing."""
+    pulled: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        for i in range(10_000):  # 10 GB if anyone read it
+            pulled.append(i)
+            yield b"x" * (1 << 20)
+
+    service, requests = make_service(lambda r: httpx.Response(200, content=endless()))
+    assert await service.ahealth_check() is True
+    assert requests[0].url.path.endswith("/models")
+    assert len(pulled) <= 1, "the body was read"

@@ -244,9 +244,11 @@ class OpenRouterService:
     def health_check(self) -> bool:
         """Whether OpenRouter answers ``GET /models`` within ``health_timeout``; never raises."""
         try:
-            with httpx.Client(timeout=self.health_timeout) as client:
-                response = client.get(f"{self.base_url}/models", headers={"Accept": "application/json"})
-            return response.status_code == 200
+            with (
+                httpx.Client(timeout=self.health_timeout) as client,
+                client.stream("GET", f"{self.base_url}/models", headers={"Accept": "application/json"}) as response,
+            ):
+                return response.status_code == 200  # the body is never read (see ahealth_check)
         except Exception:
             logger.debug("health check failed", exc_info=True)
             return False
@@ -254,9 +256,14 @@ class OpenRouterService:
     async def ahealth_check(self) -> bool:
         """:meth:`health_check` for async callers, on the pooled connection; never raises."""
         try:
-            response = await self._client().get(
-                f"{self.base_url}/models", headers={"Accept": "application/json"}, timeout=self.health_timeout
+            # The status is the answer: the body (OpenRouter's whole model list, a megabyte or more) is
+            # never read, so its size costs neither memory nor time on the event loop.
+            client = self._client()
+            request = client.build_request(
+                "GET", f"{self.base_url}/models", headers={"Accept": "application/json"}, timeout=self.health_timeout
             )
+            response = await client.send(request, stream=True)
+            await response.aclose()
             return response.status_code == 200
         except Exception:
             logger.debug("health check failed", exc_info=True)
