@@ -50,10 +50,34 @@ def declared_requirements_pinned() -> list[str]:
     return pinned
 
 
+def test_bundle_refuses_to_empty_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    """A typo in --out must never delete someone's files."""
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("keep me")
+
+    with pytest.raises(SystemExit, match="not empty and no earlier bundle wrote it"):
+        build_bundle("chat", mine, ROOT / "functions")
+    assert (mine / "todo.txt").read_text() == "keep me"
+
+
+def test_bundle_replaces_its_own_earlier_bundle_and_fills_an_empty_folder(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = build_bundle("chat", empty, ROOT / "functions")
+    (out / "stale.py").write_text("left from an older bundle")
+
+    again = build_bundle("completion", out, ROOT / "functions")
+
+    assert not (again / "stale.py").exists()
+    assert (again / "main.py").read_text() == (ROOT / "functions" / "completion" / "main.py").read_text()
+
+
 def test_bundle_layout(tmp_path: Path) -> None:
     out = build_bundle("completion", tmp_path / "completion", ROOT / "functions")
     assert (out / "main.py").read_text() == (ROOT / "functions" / "completion" / "main.py").read_text()
     assert sorted(p.name for p in out.iterdir()) == [
+        ".openrouter-functions-bundle",
         "main.py",
         "openrouter_functions",
         "openrouter_service",

@@ -22,6 +22,8 @@ _SHARED = Path(__file__).resolve().parents[1]
 # What a deployed function runs: the client and the functions layer, never these developer tools.
 SHIPPED_PACKAGES = ("openrouter_service", "openrouter_functions")
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+# Left in every bundle folder: only a folder carrying it is emptied by the next bundle.
+MARKER = ".openrouter-functions-bundle"
 
 # A requirement as distribution metadata writes it (PEP 508): name, [extras], version range, "; marker".
 _REQUIREMENT = re.compile(r"\s*(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?P<extras>\[[^\]]*\])?[^;]*(?:;(?P<marker>.*))?")
@@ -69,7 +71,11 @@ def pinned_requirements() -> str:
 
 
 def build_bundle(function: str, out: Path, functions_dir: Path) -> Path:
-    """Write the deployable folder for ``function`` into ``out`` (emptied first); returns ``out``."""
+    """Write the deployable folder for ``function`` into ``out``; returns ``out``.
+
+    ``out`` may be new, empty, or an earlier bundle (it carries :data:`MARKER`), which is emptied first;
+    any other folder is refused, so a typo never deletes someone's files.
+    """
     if not re.fullmatch(r"[a-z][a-z0-9_-]*", function):
         raise SystemExit(f"not a function name: {function!r}")
     source = functions_dir / function / "main.py"
@@ -82,8 +88,14 @@ def build_bundle(function: str, out: Path, functions_dir: Path) -> Path:
             raise SystemExit(f"{out} exists and is not a folder")
         if out == functions_dir.resolve() or functions_dir.resolve().is_relative_to(out):
             raise SystemExit(f"refusing to empty {out}: it holds the sources")
+        if any(out.iterdir()) and not (out / MARKER).is_file():
+            raise SystemExit(
+                f"refusing to empty {out}: it is not empty and no earlier bundle wrote it (no {MARKER}); "
+                "choose a new folder or remove it yourself"
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    (out / MARKER).write_text(f"Written by `openrouter-functions bundle {function}`; the next bundle empties it.\n")
     shutil.copy2(source, out / "main.py")
     for package in SHIPPED_PACKAGES:
         shutil.copytree(_SHARED / package, out / package, ignore=_SKIP)

@@ -35,7 +35,7 @@ async def _ledger_state(runtime: Runtime) -> dict[str, Any]:
 
 async def check_health(request: Request, exchange: Exchange, runtime: Runtime) -> Response:
     """200 when everything works, 503 naming what is down."""
-    if route(request):
+    if route(request, "health"):
         raise ApiError(404, "not_found", "Unknown path; GET the function's URL.")
     require_method(request, "GET", "POST", "HEAD")
     probe, cached = await runtime.probe_upstream()

@@ -78,13 +78,23 @@ def request_id(request: Request) -> str:
     return uuid.uuid4().hex
 
 
-def route(request: Request) -> str:
-    """The path below the function's own URL ('' for the function itself)."""
+def route(request: Request, name: str = "", known: frozenset[str] = frozenset({""})) -> str:
+    """The path below the function's own URL ('' for the function itself).
+
+    A load balancer that sends ``/<name>/*`` to the function without stripping the prefix (Google's
+    URL maps do not strip it) hands over ``/<name>...``: when that prefix is the function's ``name`` and
+    what follows it is one of the ``known`` paths, it is that path.
+    """
     path: str = request.scope.get("path", "/")
     root: str = request.scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root) :]
-    return path.rstrip("/")
+    path = path.rstrip("/")
+    if name and path not in known and (path == f"/{name}" or path.startswith(f"/{name}/")):
+        inner = path[len(name) + 1 :]
+        if inner in known:
+            return inner
+    return path
 
 
 def require_method(request: Request, *allowed: str) -> None:
@@ -101,7 +111,7 @@ def require_method(request: Request, *allowed: str) -> None:
 
 async def run_call(request: Request, exchange: Exchange, runtime: Runtime, spec: CallSpec) -> Response:
     """route -> authenticate -> parse -> policy -> validate -> admit -> call -> (settle) -> respond."""
-    if route(request) not in spec.paths:
+    if route(request, spec.name, spec.paths) not in spec.paths:
         raise ApiError(404, "not_found", spec.not_found)
     require_method(request, "POST")
     runtime.refuse_if_unsafe()

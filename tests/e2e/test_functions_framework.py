@@ -161,3 +161,35 @@ def test_head_of_a_framework_path_is_the_functions_404(functions: dict[str, str]
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/json"
     assert response.headers["access-control-allow-origin"] == "*"
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "path", "body"),
+    [
+        ("chat", "POST", "/chat", {"messages": [{"role": "user", "content": "via a load balancer"}]}),
+        ("chat", "POST", "/chat/chat/completions", {"messages": [{"role": "user", "content": "sdk via LB"}]}),
+        ("chat", "POST", "/chat/v1/chat/completions", {"messages": [{"role": "user", "content": "v1 via LB"}]}),
+        ("completion", "POST", "/completion", {"prompt": "via a load balancer"}),
+        ("health", "GET", "/health", None),
+    ],
+)
+def test_a_load_balancer_that_keeps_the_path_prefix_reaches_the_function(
+    functions: dict[str, str], name: str, method: str, path: str, body: dict[str, object] | None
+) -> None:
+    """Google's URL map sends /chat/* to the chat function without stripping /chat (docs/deploy.md)."""
+    response = httpx.request(
+        method, functions[name] + path, json=body, headers={"Authorization": f"Bearer {mint()}"}, timeout=10.0
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(("name", "path"), [("chat", "/chat/nope"), ("chat", "/completion"), ("health", "/chat")])
+def test_other_paths_are_still_unknown(functions: dict[str, str], name: str, path: str) -> None:
+    response = httpx.request(
+        "POST" if name != "health" else "GET",
+        functions[name] + path,
+        headers={"Authorization": f"Bearer {mint()}"},
+        timeout=10.0,
+    )
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["type"] == "not_found"
