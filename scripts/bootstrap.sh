@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11+) and install the project with its dev tools; quiet when already done.
+# Create .venv (Python 3.11+) and install the project; quiet when already done.
+#   bash scripts/bootstrap.sh          the project with its dev tools (tests, linters)
+#   bash scripts/bootstrap.sh serve    only what serving needs (scripts/serve.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=${1:-dev}
+case "$mode" in
+  dev) target=".[dev]" ;;
+  serve) target="." ;;
+  *) echo "usage: bootstrap.sh [dev|serve]" >&2; exit 2 ;;
+esac
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
   "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)
-if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
-  rm -f .venv/.installed-* && touch "$stamp"
+hash=$(sha256sum pyproject.toml | cut -c1-16)
+# A dev install holds everything serving needs: it satisfies both modes.
+if [ -f ".venv/.installed-dev-$hash" ] || [ -f ".venv/.installed-$mode-$hash" ]; then
+  exit 0
 fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e "$target"
+rm -f .venv/.installed-* && touch ".venv/.installed-$mode-$hash"

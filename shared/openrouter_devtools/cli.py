@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         "bundle", help="write a deployable folder for one function (main.py, runtime packages, pinned requirements)"
     )
     pack.add_argument("function", help="chat, completion or health")
-    pack.add_argument("--out", required=True, help="folder to write (emptied first)")
+    pack.add_argument("--out", required=True, help="folder to write: new, empty, or an earlier bundle (emptied first)")
     pack.add_argument("--functions-dir", default=None, help="folder with <name>/main.py (default: ./functions)")
 
     edge = sub.add_parser(
@@ -48,7 +48,16 @@ def main(argv: list[str] | None = None) -> int:
         help="where /chat, /completion and /health answer (default: $OPENROUTER_FUNCTIONS_URL, else http://127.0.0.1:8080)",
     )
 
+    token = sub.add_parser(
+        "token",
+        help="print an access token signed with $SUPABASE_JWT_SECRET, for local use without a Supabase project",
+    )
+    token.add_argument("--user", default=None, help="the token's user id (sub; default: the local developer's)")
+    token.add_argument("--hours", type=float, default=24.0, help="lifetime in hours (default 24)")
+
     args = parser.parse_args(argv)
+    if args.command == "token":
+        return _print_token(args.user, args.hours)
     if args.command == "edge":
         from .edge import run_edge
 
@@ -70,6 +79,25 @@ def main(argv: list[str] | None = None) -> int:
         return fake_upstream.run(args)
     parser.error(f"unknown command {args.command}")  # pragma: no cover
     return 2
+
+
+def _print_token(user: str | None, hours: float) -> int:
+    """A Supabase-shaped HS256 user token, for calling a server that verifies with the same secret."""
+    from .serve import DEV_USER_ID, mint_dev_token
+
+    secret = os.environ.get("SUPABASE_JWT_SECRET", "").strip()
+    if len(secret) < 32:
+        print(
+            "SUPABASE_JWT_SECRET must be set (32+ characters), the same value the server runs with; e.g.\n"
+            "  export SUPABASE_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')",
+            file=sys.stderr,
+        )
+        return 2
+    if not 0 < hours <= 24 * 365:
+        print("--hours must be between 0 and 8760", file=sys.stderr)
+        return 2
+    print(mint_dev_token(secret, user_id=user or DEV_USER_ID, hours=hours))
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
