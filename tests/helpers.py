@@ -16,6 +16,9 @@ UPSTREAM_KEY = "sk-or-v1-test-upstream-key"
 JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 USER_ID = "6f1c9c1e-2f6a-4c55-9a53-0d3d2b0f7a11"
 HOST = "127.0.0.1"
+# The tests' HEALTH_TOKEN: health gives its detail (checks, versions, configuration) only to it.
+HEALTH_TOKEN = "health-token-for-the-tests"
+HEALTH_DETAIL = {"Authorization": f"Bearer {HEALTH_TOKEN}"}
 
 
 def free_port() -> int:

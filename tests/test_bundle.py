@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import HOST, JWT_SECRET, ROOT, UPSTREAM_KEY, bearer, free_port
+from helpers import HEALTH_DETAIL, HEALTH_TOKEN, HOST, JWT_SECRET, ROOT, UPSTREAM_KEY, bearer, free_port
 from openrouter_devtools.bundle import build_bundle
 from openrouter_devtools.fake_upstream import FakeOpenRouter
 from procs import Process
@@ -129,6 +129,7 @@ def test_bundle_runs_alone_under_functions_framework(tmp_path: Path, upstream: F
         "OPENROUTER_BASE_URL": upstream.url,
         "SUPABASE_JWT_SECRET": JWT_SECRET,
         "LEDGER_BACKEND": "off",
+        "HEALTH_TOKEN": HEALTH_TOKEN,
     }
     port = free_port()
     argv = [sys.executable, "-S", "-m", "functions_framework", "--target", function, "--source", "main.py"]
@@ -140,7 +141,7 @@ def test_bundle_runs_alone_under_functions_framework(tmp_path: Path, upstream: F
         process.wait_ready("/", timeout=20, accept=(200, 405))
         base = process.base_url
         if function == "health":
-            response = httpx.get(base, timeout=5)
+            response = httpx.get(base, headers=HEALTH_DETAIL, timeout=5)
             assert response.status_code == 200
             assert response.json()["version"] == MARK  # the bundled copy answered
         elif function == "chat":

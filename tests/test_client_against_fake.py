@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from helpers import Sleeps
@@ -263,8 +264,40 @@ async def test_health_checks(fake: FakeOpenRouter, service: OpenRouterService) -
 def test_sync_health_check_against_threaded_fake() -> None:
     with FakeOpenRouter().running_in_thread() as fake:
         assert OpenRouterService("k", base_url=fake.url).health_check()
-        fake.script({"fault": "hang"})  # only chat requests consume steps; /models still answers
+        fake.script({"fault": "hang"})  # only chat requests consume steps; /key still answers
         assert OpenRouterService("k", base_url=fake.url, health_timeout=0.5).health_check()
+
+
+async def test_health_proves_the_key_works() -> None:
+    """/models answers anyone; /key answers only a key OpenRouter accepts, so a revoked key is unhealthy."""
+    with FakeOpenRouter(api_key="sk-or-v1-the-real-one").running_in_thread() as fake:
+        good = OpenRouterService("sk-or-v1-the-real-one", base_url=fake.url)
+        revoked = OpenRouterService("sk-or-v1-revoked", base_url=fake.url)
+        assert good.health_check()
+        assert not revoked.health_check()
+        assert await good.ahealth_check()
+        status = await revoked.acheck_key()
+        assert not status.ok
+        assert status.detail == "OpenRouter refused the API key (HTTP 401)"
+        assert "sk-or-v1" not in (status.detail or "")
+        await good.aclose()
+        await revoked.aclose()
+
+
+def test_sync_health_check_uses_the_injected_transport() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200, json={"data": {"limit_remaining": 3.5, "usage": 1.0}})
+
+    service = OpenRouterService(
+        "k",
+        base_url="https://openrouter.invalid/api/v1",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+    )
+    assert service.health_check()
+    assert seen == ["/api/v1/key"]
 
 
 @pytest.fixture(params=["aiohttp", "httpx"])

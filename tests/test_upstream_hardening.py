@@ -200,11 +200,11 @@ async def test_a_bad_first_stream_event_reports_its_attempt(make_service: Build,
     assert (info.value.attempts, stream.attempts, len(seen)) == (1, 1, 1)
 
 
-# -- health never reads the model list ------------------------------------------------------------------
+# -- health reads no more of /key than /key can be ------------------------------------------------------
 
 
-async def test_health_check_answers_from_the_status_without_reading_the_body(make_service: Build) -> None:
-    """An upstream (or a man in the middle) answering GET /models with an endless body costs nothing."""
+async def test_key_check_stops_reading_an_endless_answer(make_service: Build) -> None:
+    """An upstream (or a man in the middle) answering GET /key with an endless body costs nothing."""
     pulled: list[int] = []
 
     async def endless() -> AsyncIterator[bytes]:
@@ -213,6 +213,26 @@ async def test_health_check_answers_from_the_status_without_reading_the_body(mak
             yield b"x" * (1 << 20)
 
     service, requests = make_service(lambda r: httpx.Response(200, content=endless()))
-    assert await service.ahealth_check() is True
-    assert requests[0].url.path.endswith("/models")
-    assert len(pulled) <= 1, "the body was read"
+    status = await service.acheck_key()
+    assert not status.ok
+    assert requests[0].url.path.endswith("/key")
+    assert requests[0].headers["authorization"].startswith("Bearer ")
+    assert len(pulled) <= 2, "the body was read past the cap"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "ok", "remaining"),
+    [
+        (200, {"data": {"limit": 10, "limit_remaining": 0.25, "usage": 9.75}}, True, 0.25),
+        (200, {"data": {"limit": None, "limit_remaining": None, "usage": 3}}, True, None),
+        (200, {"data": {"limit_remaining": "lots"}}, True, None),
+        (401, {"error": {"code": 401, "message": "User not found."}}, False, None),
+        (500, {"error": {"code": 500, "message": "oops"}}, False, None),
+    ],
+)
+async def test_key_check_reads_what_openrouter_says(
+    make_service: Build, status: int, body: dict[str, object], ok: bool, remaining: float | None
+) -> None:
+    service, _ = make_service(lambda r: json_response(status, body))
+    checked = await service.acheck_key()
+    assert (checked.ok, checked.limit_remaining) == (ok, remaining)

@@ -84,12 +84,20 @@ class Settings(ClientSettings):
     allowed_models: CsvList = ()
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     max_output_tokens: int | None = Field(default=DEFAULT_MAX_OUTPUT_TOKENS, gt=0)
-    # Flag, not block, by default: on ordinary prompts written by others than its authors (a support bot's
-    # own "never reveal your system prompt", "act as a travel agent with no limits on budget") the rules
-    # still misfire too often to refuse paying users on them. Block is one setting away.
-    prompt_guard: Literal["off", "flag", "block"] = "flag"
+    # Block by default, but only what the guard is sure of: its high-confidence hits (chat-template turn
+    # tokens, "ignore all previous instructions", "print your system prompt", DAN / "an uncensored AI",
+    # "disable your safety filters") are refused, everything else it catches ("### System:" headings,
+    # "act as a travel agent with no limits on budget", "never reveal your system prompt") is only flagged.
+    # On 630 texts written by someone who never saw the rules: 0 of 420 benign texts refused, 103 of 210
+    # attacks refused and 149 flagged (refusing every hit, as block did before, refused 10 benign texts).
+    prompt_guard: Literal["off", "flag", "block"] = "block"
     log_prompts: bool = True
     health_cache_seconds: float = Field(default=10.0, ge=0)
+    # health answers strangers with its status only; this bearer token (or a service-role token) gets the
+    # detail: which check failed, versions, configuration problems. For monitors and scheduled pings.
+    health_token: SecretStr | None = None
+    # Credits left under the OpenRouter key's limit below which health says "degraded".
+    health_low_credits_usd: float = Field(default=1.0, ge=0)
 
     # Ledger: request log, usage and per-user limits
     database_url: SecretStr | None = None
@@ -131,6 +139,7 @@ class Settings(ClientSettings):
         "database_url",
         "supabase_jwt_secret",
         "supabase_service_role_key",
+        "health_token",
         mode="before",
     )(blank_is_unset)
     _supabase_urls_without_slash = field_validator("supabase_url", "supabase_jwks_url", mode="before")(url_or_unset)

@@ -1,7 +1,17 @@
-"""``health``: can this instance serve? OpenRouter reachable, the ledger answering, configuration complete."""
+"""``health``: can this instance serve? OpenRouter accepts our key, the ledger answers, the configuration is complete.
+
+Anyone may ask (load balancers, uptime checks): they get ``{"status": "ok" | "degraded" | "down"}`` and
+the status code (200, 200, 503), nothing about how the instance is configured. The detail (which check
+failed and why, the version, the model, the auth and guard modes, configuration problems) goes to a
+caller with ``HEALTH_TOKEN`` as its bearer token or a service-role token, and to anyone in offline mode.
+
+``degraded``: it serves, but the OpenRouter key has less than ``HEALTH_LOW_CREDITS_USD`` left under its
+limit (calls will soon fail with 503 ``upstream_credits``).
+"""
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any
 
@@ -33,34 +43,66 @@ async def _ledger_state(runtime: Runtime) -> dict[str, Any]:
     return {"ok": await meter.check(), "backend": meter.name, "failure_mode": mode}
 
 
+async def _wants_detail(request: Request, runtime: Runtime) -> bool:
+    """Whether this caller may see the detail: ``HEALTH_TOKEN``, a service-role token, or offline mode."""
+    settings = runtime.settings
+    if settings.offline_mode:
+        return True
+    authorization = request.headers.get("authorization")
+    if not authorization:
+        return False
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    expected = settings.health_token.get_secret_value() if settings.health_token else None
+    if expected and hmac.compare_digest(token.strip().encode(), expected.encode()):
+        return True
+    try:
+        return (await runtime.authenticate(authorization)).is_service
+    except Exception:  # any token that does not verify: a stranger, who gets the terse answer
+        return False
+
+
 async def check_health(request: Request, exchange: Exchange, runtime: Runtime) -> Response:
-    """200 when everything works, 503 naming what is down."""
+    """200 ``ok`` or ``degraded``, 503 ``down``; the detail only for monitors (see the module)."""
     if route(request, "health"):
         raise ApiError(404, "not_found", "Unknown path; GET the function's URL.")
     require_method(request, "GET", "POST", "HEAD")
     probe, cached = await runtime.probe_upstream()
     problems = runtime.configuration_problems()
     ledger = await _ledger_state(runtime)
+    settings = runtime.settings
     down = [
         name
         for name, ok in (("upstream", probe.ok), ("ledger", ledger["ok"]), ("configuration", not problems))
         if not ok
     ]
-    settings = runtime.settings
+    low = probe.ok and probe.limit_remaining is not None and probe.limit_remaining < settings.health_low_credits_usd
+    status = "down" if down else "degraded" if low else "ok"
+    code = 503 if down else 200
+    exchange.status = code
+    headers = {"Cache-Control": "no-store"}
+    if not await _wants_detail(request, runtime):
+        return json_response({"status": status}, code, headers)
+    upstream: dict[str, Any] = {
+        "ok": probe.ok,
+        "latency_ms": round(probe.latency_ms, 1),
+        "checked_at": int(probe.checked_at),
+        "cached": cached,
+        "credits_remaining_usd": probe.limit_remaining,
+        "low_on_credits": low,
+    }
+    if probe.detail:
+        upstream["detail"] = probe.detail
     body = {
-        "status": "ok" if not down else "down",
+        "status": status,
         "down": down,
+        "degraded": ["upstream_credits"] if low else [],
         "version": VERSION,
         "offline_mode": settings.offline_mode,
         "uptime_s": round(time.time() - runtime.started_at, 1),
         "checks": {
-            "upstream": {
-                "ok": probe.ok,
-                "latency_ms": round(probe.latency_ms, 1),
-                "checked_at": int(probe.checked_at),
-                "cached": cached,
-                **({"detail": probe.detail} if probe.detail else {}),
-            },
+            "upstream": upstream,
             "ledger": ledger,
             "configuration": {
                 "ok": not problems,
@@ -71,6 +113,4 @@ async def check_health(request: Request, exchange: Exchange, runtime: Runtime) -
             },
         },
     }
-    status = 200 if not down else 503
-    exchange.status = status
-    return json_response(body, status, {"Cache-Control": "no-store"})
+    return json_response(body, code, headers)

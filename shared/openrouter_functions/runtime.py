@@ -10,8 +10,6 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-import httpx
-
 from openrouter_service.attempts import Sleep
 from openrouter_service.client import OpenRouterService
 from openrouter_service.errors import OpenRouterConfigError
@@ -32,12 +30,13 @@ __all__ = ["Runtime", "UpstreamProbe", "close_runtime", "get_runtime", "reset_ru
 
 @dataclass(slots=True)
 class UpstreamProbe:
-    """The last reachability check of OpenRouter."""
+    """The last check of OpenRouter: does it accept our key (``GET /key``), and how much credit is left."""
 
     ok: bool
     latency_ms: float
     checked_at: float
     detail: str | None = None
+    limit_remaining: float | None = None
 
 
 def open_ledger(settings: Settings) -> Ledger | None:
@@ -182,8 +181,11 @@ class Runtime:
             problems.append(self.settings.ledger_problem)
         return problems
 
-    async def probe_upstream(self, *, probe_timeout: float = 3.0) -> tuple[UpstreamProbe, bool]:
-        """OpenRouter's reachability, cached ``health_cache_seconds``: (probe, whether it was cached)."""
+    async def probe_upstream(self) -> tuple[UpstreamProbe, bool]:
+        """What OpenRouter says of our key, cached ``health_cache_seconds``: (probe, whether it was cached).
+
+        Through the pooled client (and so any transport a test or benchmark injected), like every call.
+        """
         if self.refusals:  # e.g. a plain-http OPENROUTER_BASE_URL: never contacted, not even by a probe
             return UpstreamProbe(False, 0.0, time.time(), "not probed: the configuration is refused"), False
         ttl = self.settings.health_cache_seconds
@@ -195,16 +197,14 @@ class Runtime:
             if probe is not None and time.time() - probe.checked_at < ttl:
                 return probe, True
             started = time.perf_counter()
-            detail = None
             try:
-                async with httpx.AsyncClient(timeout=probe_timeout) as client:
-                    response = await client.get(f"{self.settings.openrouter_base_url.rstrip('/')}/models")
-                ok = response.status_code == 200
-                if not ok:
-                    detail = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                ok, detail = False, exc.__class__.__name__
-            probe = UpstreamProbe(ok, (time.perf_counter() - started) * 1000.0, time.time(), detail)
+                service = self.service
+            except ApiError:
+                probe = UpstreamProbe(False, 0.0, time.time(), "no OpenRouter client: see configuration")
+            else:
+                key = await service.acheck_key()
+                elapsed = (time.perf_counter() - started) * 1000.0
+                probe = UpstreamProbe(key.ok, elapsed, time.time(), key.detail, key.limit_remaining)
             self._probe = probe
             return probe, False
 

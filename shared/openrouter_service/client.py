@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from .account import KEY_BODY_LIMIT, KeyStatus, key_status
 from .attempts import Attempt, Attempts, Deadline, Sleep, settle
 from .calllog import CallLog
 from .errors import (
@@ -242,32 +243,50 @@ class OpenRouterService:
         return ChatStream(self, payload)
 
     def health_check(self) -> bool:
-        """Whether OpenRouter answers ``GET /models`` within ``health_timeout``; never raises."""
+        """Whether OpenRouter accepts our key (``GET /key`` within ``health_timeout``); never raises.
+
+        Through the injected client's transport when it can be used synchronously (``httpx.MockTransport``
+        in tests, for one), like every other call; otherwise through a short-lived client of its own.
+        """
+        transport = getattr(self._http, "_transport", None)
+        sync_transport = transport if isinstance(transport, httpx.BaseTransport) else None
         try:
             with (
-                httpx.Client(timeout=self.health_timeout) as client,
-                client.stream("GET", f"{self.base_url}/models", headers={"Accept": "application/json"}) as response,
+                httpx.Client(timeout=self.health_timeout, transport=sync_transport) as client,
+                client.stream("GET", f"{self.base_url}/key", headers=self._key_headers()) as response,
             ):
-                return response.status_code == 200  # the body is never read (see ahealth_check)
+                body = bytearray()
+                for part in response.iter_bytes():
+                    body += part
+                    if len(body) > KEY_BODY_LIMIT:
+                        return False
+                return key_status(response.status_code, bytes(body)).ok
         except Exception:
             logger.debug("health check failed", exc_info=True)
             return False
 
     async def ahealth_check(self) -> bool:
         """:meth:`health_check` for async callers, on the pooled connection; never raises."""
+        return (await self.acheck_key()).ok
+
+    async def acheck_key(self) -> KeyStatus:
+        """What OpenRouter says of our key: accepted or not, and the credits left under its limit. Never raises."""
         try:
-            # The status is the answer: the body (OpenRouter's whole model list, a megabyte or more) is
-            # never read, so its size costs neither memory nor time on the event loop.
             client = self._client()
             request = client.build_request(
-                "GET", f"{self.base_url}/models", headers={"Accept": "application/json"}, timeout=self.health_timeout
+                "GET", f"{self.base_url}/key", headers=self._key_headers(), timeout=self.health_timeout
             )
             response = await client.send(request, stream=True)
-            await response.aclose()
-            return response.status_code == 200
-        except Exception:
-            logger.debug("health check failed", exc_info=True)
-            return False
+            body = await read_capped(response, KEY_BODY_LIMIT)
+            return key_status(response.status_code, body)
+        except OpenRouterError:
+            return KeyStatus(False, "GET /key answered more than expected")
+        except Exception as exc:
+            logger.debug("key check failed", exc_info=True)
+            return KeyStatus(False, exc.__class__.__name__)
+
+    def _key_headers(self) -> dict[str, str]:
+        return {"Authorization": self._headers["Authorization"], "Accept": "application/json"}
 
     def validate_request(
         self,

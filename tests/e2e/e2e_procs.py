@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from helpers import HOST, JWT_SECRET, free_port
+from helpers import HEALTH_TOKEN, HOST, JWT_SECRET, free_port
 from procs import Process
 
 __all__ = [
@@ -78,6 +78,7 @@ def functions_env(upstream_port: int, ledger_dir: Path) -> dict[str, str]:
         OPENROUTER_BASE_URL=f"http://{HOST}:{upstream_port}/api/v1",
         SUPABASE_JWT_SECRET=JWT_SECRET,
         HEALTH_CACHE_SECONDS="0",
+        HEALTH_TOKEN=HEALTH_TOKEN,
         OPENROUTER_MAX_RETRIES="1",
     )
 

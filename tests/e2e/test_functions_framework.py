@@ -11,7 +11,7 @@ import pytest
 from e2e_procs import BIN, FakeUpstream, functions_env
 from openai import OpenAI
 
-from helpers import HOST, free_port, mint
+from helpers import HEALTH_DETAIL, HOST, free_port, mint
 from procs import Process, stop_all
 
 NAMES = ("chat", "completion", "health")
@@ -48,7 +48,7 @@ def functions(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFact
 
 
 def test_health_at_root(functions: dict[str, str]) -> None:
-    response = httpx.get(functions["health"] + "/", timeout=10.0)
+    response = httpx.get(functions["health"] + "/", headers=HEALTH_DETAIL, timeout=10.0)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()

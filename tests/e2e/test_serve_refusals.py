@@ -8,7 +8,7 @@ import httpx
 import pytest
 from e2e_procs import UPSTREAM_KEY, FakeUpstream, clean_env, cli, functions_env, serving
 
-from helpers import JWT_SECRET, free_port
+from helpers import HEALTH_DETAIL, JWT_SECRET, free_port
 
 CONFIGURED = {"OPENROUTER_API_KEY": UPSTREAM_KEY, "SUPABASE_JWT_SECRET": JWT_SECRET, "LEDGER_BACKEND": "off"}
 
@@ -55,6 +55,6 @@ def test_a_confirmed_any_origin_starts_on_a_cloud_runtime(
     env = functions_env(fake.port, tmp_path_factory.mktemp("ledger"))
     env.update(K_SERVICE="chat", ALLOW_ANY_ORIGIN="true", LEDGER_BACKEND="off")
     with serving("serve (cloud, any origin confirmed)", env) as process:
-        health = httpx.get(f"{process.base_url}/health", timeout=10.0)
+        health = httpx.get(f"{process.base_url}/health", headers=HEALTH_DETAIL, timeout=10.0)
         assert health.status_code == 200, health.text
         assert health.json()["checks"]["configuration"]["problems"] == []

@@ -13,7 +13,7 @@ from e2e_procs import FakeUpstream, functions_env, serving
 from supabase_functions import SyncFunctionsClient
 from supabase_functions.errors import FunctionsHttpError
 
-from helpers import free_port, mint
+from helpers import HEALTH_DETAIL, free_port, mint
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,8 @@ def test_invoke_completion_text(functions: SyncFunctionsClient, fake: FakeUpstre
 
 
 def test_invoke_health_get(functions: SyncFunctionsClient) -> None:
-    reply = invoke_json(functions, "health", {"method": "GET"})
+    assert invoke_json(functions, "health", {"method": "GET"}) == {"status": "ok"}  # a user's token: terse
+    reply = invoke_json(functions, "health", {"method": "GET", "headers": HEALTH_DETAIL})
 
     assert reply["status"] == "ok"
     assert reply["offline_mode"] is False
@@ -143,7 +144,7 @@ def test_health_is_503_when_upstream_is_down(dead_upstream_url: str) -> None:
             client.invoke("health", {"method": "GET"})
     assert caught.value.status == 503
 
-    body = httpx.get(f"{dead_upstream_url}/health", timeout=10.0).json()
+    body = httpx.get(f"{dead_upstream_url}/health", headers=HEALTH_DETAIL, timeout=10.0).json()
     assert body["status"] == "down"
     assert body["down"] == ["upstream"]
     assert body["checks"]["upstream"]["ok"] is False

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import JWT_SECRET, ROOT, UPSTREAM_KEY, Sleeps
+from helpers import HEALTH_TOKEN, JWT_SECRET, ROOT, UPSTREAM_KEY, Sleeps
 from openrouter_devtools.fake_upstream import FakeOpenRouter
 from openrouter_devtools.serve import FunctionsRouter, build_app
 from openrouter_functions.config import Settings
@@ -42,6 +42,7 @@ async def configure(fake: FakeOpenRouter, sleeps: Sleeps, tmp_path: Path) -> Asy
             "OPENROUTER_BASE_URL": fake.url,
             "SUPABASE_JWT_SECRET": JWT_SECRET,
             "HEALTH_CACHE_SECONDS": "0",
+            "HEALTH_TOKEN": HEALTH_TOKEN,
             "LEDGER_SQLITE_PATH": str(tmp_path / "ledger.sqlite3"),
         }
         for key, value in env.items():

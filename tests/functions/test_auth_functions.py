@@ -13,7 +13,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from helpers import bearer, mint
+from helpers import HEALTH_DETAIL, bearer, mint
 from jwks_support import JWKS_PATH, JwksServer, ec_jwk, es256, free_port, hs256_with, payload_of, public_pem, segment
 from openrouter_devtools.fake_upstream import FakeOpenRouter
 from openrouter_functions.runtime import Runtime
@@ -260,21 +260,31 @@ def auth_problems(body: dict[str, Any]) -> list[str]:
 
 async def test_health_needs_no_token(client: httpx.AsyncClient, configure: Configure) -> None:
     configure(**NO_LEDGER)
-    for headers in ({}, {"Authorization": "Bearer garbage"}):
+    for headers in ({}, {"Authorization": "Bearer garbage"}, {"Authorization": f"Bearer {mint()}"}):
         async with asyncio.timeout(5):
             response = await client.get("/health", headers={"Origin": ORIGIN, **headers})
         assert response.status_code == 200, response.text
         assert "www-authenticate" not in response.headers
-        body = response.json()
-        assert body["status"] == "ok"
-        assert body["checks"]["configuration"]["auth"] == "hs256"
-        assert auth_problems(body) == []
+        assert response.json() == {"status": "ok"}, "strangers and users get the status alone"
+    detailed = await client.get("/health", headers=HEALTH_DETAIL)
+    body = detailed.json()
+    assert body["status"] == "ok"
+    assert body["checks"]["configuration"]["auth"] == "hs256"
+    assert auth_problems(body) == []
+
+
+async def test_a_service_role_token_gets_the_detail(client: httpx.AsyncClient, configure: Configure) -> None:
+    configure(**NO_LEDGER, HEALTH_TOKEN=None)
+    service = mint(role="service_role", sub=None, aud=None, email=None, is_anonymous=None)
+    body = (await client.get("/health", headers={"Authorization": f"Bearer {service}"})).json()
+    assert body["checks"]["configuration"]["auth"] == "hs256"
+    assert (await client.get("/health", headers=HEALTH_DETAIL)).json() == {"status": "ok"}, "no HEALTH_TOKEN set"
 
 
 async def test_health_reports_missing_auth_configuration(client: httpx.AsyncClient, configure: Configure) -> None:
     configure(**NO_LEDGER, SUPABASE_JWT_SECRET=None)
     async with asyncio.timeout(5):
-        response = await client.get("/health")
+        response = await client.get("/health", headers=HEALTH_DETAIL)
     assert response.status_code == 503, response.text
     assert "www-authenticate" not in response.headers
     body = response.json()

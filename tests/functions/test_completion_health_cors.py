@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import bearer
+from helpers import HEALTH_DETAIL, bearer
 from openrouter_devtools.fake_upstream import FakeOpenRouter
 
 PERSON = {
@@ -102,7 +102,9 @@ async def test_completion_requires_a_token(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_health_ok_without_token(client: httpx.AsyncClient, method: str) -> None:
-    response = await client.request(method, "/health")
+    terse = await client.request(method, "/health")
+    assert (terse.status_code, terse.json()) == (200, {"status": "ok"})
+    response = await client.request(method, "/health", headers=HEALTH_DETAIL)
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
@@ -112,7 +114,7 @@ async def test_health_ok_without_token(client: httpx.AsyncClient, method: str) -
         "problems": [],
         "model": "openai/gpt-4o",
         "auth": "hs256",
-        "prompt_guard": "flag",
+        "prompt_guard": "block",
     }
     assert "sk-or" not in response.text
     assert "super-secret" not in response.text
@@ -120,17 +122,18 @@ async def test_health_ok_without_token(client: httpx.AsyncClient, method: str) -
 
 async def test_health_503_when_upstream_down(client: httpx.AsyncClient, configure: Any) -> None:
     configure(OPENROUTER_BASE_URL="http://127.0.0.1:9/api/v1")
-    response = await client.get("/health")
+    assert (await client.get("/health")).json() == {"status": "down"}
+    response = await client.get("/health", headers=HEALTH_DETAIL)
     assert response.status_code == 503
     assert response.json()["down"] == ["upstream"]
 
 
 async def test_health_503_names_missing_configuration(client: httpx.AsyncClient, configure: Any) -> None:
     configure(OPENROUTER_API_KEY=None, SUPABASE_JWT_SECRET=None)
-    response = await client.get("/health")
+    response = await client.get("/health", headers=HEALTH_DETAIL)
     assert response.status_code == 503
     body = response.json()
-    assert body["down"] == ["configuration"]
+    assert body["down"] == ["upstream", "configuration"]  # with no key there is nothing OpenRouter could accept
     problems = " ".join(body["checks"]["configuration"]["problems"])
     assert "OPENROUTER_API_KEY" in problems
     assert "SUPABASE_JWT_SECRET" in problems
@@ -140,9 +143,42 @@ async def test_health_caches_upstream_probe(client: httpx.AsyncClient, configure
     configure(HEALTH_CACHE_SECONDS="60")
     for _ in range(5):
         assert (await client.get("/health")).status_code == 200
-    probes = [r for r in fake.received if r.path.endswith("/models")]
+    probes = [r for r in fake.received if r.path.endswith("/key")]
     assert len(probes) == 1
-    assert (await client.get("/health")).json()["checks"]["upstream"]["cached"] is True
+    assert (await client.get("/health", headers=HEALTH_DETAIL)).json()["checks"]["upstream"]["cached"] is True
+
+
+async def test_health_is_down_when_openrouter_refuses_our_key(client: httpx.AsyncClient, configure: Any) -> None:
+    """/models would answer anyway; /key proves the key, so a revoked key is caught by health and pings."""
+    configure(OPENROUTER_API_KEY="sk-or-v1-revoked-key")
+    assert (await client.get("/health")).json() == {"status": "down"}
+    response = await client.get("/health", headers=HEALTH_DETAIL)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["down"] == ["upstream"]
+    assert body["checks"]["upstream"]["detail"] == "OpenRouter refused the API key (HTTP 401)"
+    assert "revoked" not in response.text
+
+
+async def test_health_is_degraded_when_credits_run_low(
+    client: httpx.AsyncClient, configure: Any, fake: FakeOpenRouter
+) -> None:
+    configure(HEALTH_LOW_CREDITS_USD="2.5")
+    fake.key_limit = 3.0
+    assert (await client.get("/health")).json() == {"status": "ok"}
+    fake.key_limit = 2.0
+    response = await client.get("/health")
+    assert (response.status_code, response.json()) == (200, {"status": "degraded"})  # it still serves
+    body = (await client.get("/health", headers=HEALTH_DETAIL)).json()
+    assert body["degraded"] == ["upstream_credits"]
+    assert body["checks"]["upstream"]["credits_remaining_usd"] == 2.0
+    assert body["checks"]["upstream"]["low_on_credits"] is True
+
+
+async def test_the_public_answer_holds_no_configuration(client: httpx.AsyncClient, configure: Any) -> None:
+    configure(OPENROUTER_API_KEY=None)
+    response = await client.get("/health", headers={"Authorization": "Bearer health-token-guess"})
+    assert (response.status_code, response.json()) == (503, {"status": "down"})
 
 
 # -- CORS ------------------------------------------------------------------------------------------
@@ -174,8 +210,9 @@ async def test_origins_from_allowed_origins(client: httpx.AsyncClient, configure
 async def test_metrics_count_requests(client: httpx.AsyncClient) -> None:
     await client.post("/chat", json={"messages": [{"role": "user", "content": "hi"}]}, headers=bearer())
     text = (await client.get("/metrics")).text
-    assert 'orf_requests_total{function="chat",model="openai/gpt-4o",status="200"}' in text
-    assert 'orf_request_duration_seconds_bucket{function="chat",le="+Inf"}' in text
+    # orf_requests_total says what the caller got (`outcome`); durations are split by `stream`.
+    assert 'orf_requests_total{function="chat",model="openai/gpt-4o",outcome="ok",status="200"}' in text
+    assert 'orf_request_duration_seconds_bucket{function="chat",le="+Inf",stream="false"}' in text
     assert "orf_cost_usd_total" in text
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import USER_ID, bearer
+from helpers import HEALTH_DETAIL, USER_ID, bearer
 from log_lines import as_json
 from openrouter_devtools.fake_upstream import FakeOpenRouter
 from openrouter_functions.ledger import Admission, LedgerUnavailable, Limits, UsageRecord, ledger_user_id
@@ -192,7 +192,7 @@ async def test_a_ledger_that_cannot_be_built_is_reported(client: httpx.AsyncClie
     assert (refused.status_code, refused.json()["error"]["type"]) == (500, "configuration_error")
     configure(LEDGER_BACKEND="postgres", LEDGER_FAILURE_MODE="open")
     assert (await client.post("/chat", json=HI, headers=bearer())).status_code == 200  # served unmetered
-    health = await client.get("/health")
+    health = await client.get("/health", headers=HEALTH_DETAIL)
     assert health.status_code == 503
     body = health.json()
     assert body["down"] == ["ledger", "configuration"]
@@ -227,10 +227,10 @@ async def test_failed_finish_is_retried_then_logged_whole(
 
 
 async def test_health_reports_the_ledger(client: httpx.AsyncClient) -> None:
-    body = (await client.get("/health")).json()
+    body = (await client.get("/health", headers=HEALTH_DETAIL)).json()
     assert body["checks"]["ledger"] == {"ok": True, "backend": "sqlite", "failure_mode": "closed"}
     install(get_runtime(), BrokenLedger())
-    response = await client.get("/health")
+    response = await client.get("/health", headers=HEALTH_DETAIL)
     assert response.status_code == 503
     assert response.json()["down"] == ["ledger"]
 
@@ -238,7 +238,7 @@ async def test_health_reports_the_ledger(client: httpx.AsyncClient) -> None:
 async def test_ledger_off(client: httpx.AsyncClient, configure: Any) -> None:
     configure(LEDGER_BACKEND="off")
     assert (await client.post("/chat", json=HI, headers=bearer())).status_code == 200
-    assert (await client.get("/health")).json()["checks"]["ledger"]["backend"] == "off"
+    assert (await client.get("/health", headers=HEALTH_DETAIL)).json()["checks"]["ledger"]["backend"] == "off"
 
 
 # -- what the review found ----------------------------------------------------------------------------

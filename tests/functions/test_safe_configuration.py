@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import bearer
+from helpers import HEALTH_DETAIL, bearer
 from openrouter_devtools.fake_upstream import FakeOpenRouter
 from openrouter_functions.ledger import Limits
 
@@ -72,7 +72,7 @@ async def test_an_unsafe_configuration_refuses_calls_and_health_says_why(
             }
         }
     assert [r for r in fake.received if r.path.endswith("/chat/completions")] == []
-    health = await client.get("/health")
+    health = await client.get("/health", headers=HEALTH_DETAIL)
     assert health.status_code == 503
     assert health.json()["down"] == ["upstream", "configuration"]
     assert health.json()["checks"]["upstream"]["detail"] == "not probed: the configuration is refused"
@@ -88,7 +88,7 @@ async def test_any_origin_on_a_cloud_runtime_is_refused_until_confirmed(
     refused = await client.post("/chat", json=HI, headers=bearer())
     assert refused.status_code == 500
     assert refused.json()["error"]["message"] == f"This server refuses to serve: {ANY_ORIGIN_ON_CLOUD}."
-    health = await client.get("/health")
+    health = await client.get("/health", headers=HEALTH_DETAIL)
     assert health.json()["checks"]["configuration"]["problems"] == [ANY_ORIGIN_ON_CLOUD]
 
     configure(LEDGER_BACKEND="off", ALLOW_ANY_ORIGIN="true")

@@ -216,16 +216,17 @@ def usage_chunk(gen: Generation) -> bytes:
     return sse(gen, [], usage=gen.usage)
 
 
-def key_body(total_cost: float) -> bytes:
-    """``GET /key``: the key's details, its usage being the cost served so far."""
+def key_body(total_cost: float, limit: float | None = None) -> bytes:
+    """``GET /key``: the key's details, its usage being the cost served so far (``limit``: its credit limit)."""
     spent = round(total_cost, 10)
+    remaining = None if limit is None else round(limit - spent, 10)
     return dumps(
         {
             "data": {
                 "label": "sk-or-v1-fak...e00",
-                "limit": None,
+                "limit": limit,
                 "limit_reset": None,
-                "limit_remaining": None,
+                "limit_remaining": remaining,
                 "include_byok_in_limit": False,
                 "usage": spent,
                 "usage_daily": spent,

@@ -71,6 +71,7 @@ class FakeOpenRouter:
         self.received: list[ReceivedRequest] = []
         self.connections = 0  # total TCP connections accepted (to check pooling / keep-alive)
         self.total_cost = 0.0  # summed ``usage.cost`` of completions served (reported by GET /key)
+        self.key_limit: float | None = None  # the key's credit limit in USD (GET /key: limit, limit_remaining)
         self._script = Script()
         self._server: asyncio.Server | None = None
         self._conns: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
@@ -246,7 +247,7 @@ class FakeOpenRouter:
             elif not self._authorized(request):
                 writer.write(_unauthorized(close))
             else:
-                writer.write(response(200, replies.key_body(self.total_cost), close=close))
+                writer.write(response(200, replies.key_body(self.total_cost, self.key_limit), close=close))
             return True
         writer.write(_not_found("Not Found", close))
         return True
