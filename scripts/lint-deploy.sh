@@ -35,6 +35,17 @@ run zizmor --offline --no-progress --color=never .github/workflows
 run hadolint --no-color deploy/Dockerfile
 run promtool check rules deploy/prometheus/alerts.yml
 run promtool test rules deploy/prometheus/alerts.test.yml
+# The Supabase Edge front door (supabase/functions, TypeScript): types, lint, format (tests: tests/edge).
+# Deno comes from the dev extras (PyPI `deno`); no dependencies, so all of it works offline.
+if command -v deno >/dev/null; then
+  export DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
+  run deno check --quiet supabase/functions
+  run deno lint --quiet supabase/functions
+  run deno fmt --check --quiet --line-width=120 supabase/functions
+else
+  echo "lint-deploy: missing deno (pip: the project's dev extras)" >&2
+  status=1
+fi
 
 if [ "$status" -ne 0 ]; then
   echo "lint-deploy: FAILED" >&2

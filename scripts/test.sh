@@ -3,11 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests use: PostgreSQL 15 with pgTAP and pg_cron (database tests) and promtool
-# (alert rules). Installed when missing and we are root; otherwise we say what is needed.
-packages="postgresql-15 postgresql-15-pgtap postgresql-15-cron prometheus"
+# Debian packages the tests use: PostgreSQL 15 with pgTAP and pg_cron (database tests), promtool (alert
+# rules), Chromium (the example page in a real browser) and Node.js with npm (supabase-js through the Edge
+# front door). Installed when missing and we are root; otherwise we say what is needed.
+packages="postgresql-15 postgresql-15-pgtap postgresql-15-cron prometheus chromium"
+command -v npm >/dev/null || packages="$packages nodejs npm"
 if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || [ ! -f /usr/share/postgresql/15/extension/pgtap.control ] \
-   || [ ! -f /usr/share/postgresql/15/extension/pg_cron.control ] || ! command -v promtool >/dev/null; then
+   || [ ! -f /usr/share/postgresql/15/extension/pg_cron.control ] || ! command -v promtool >/dev/null \
+   || [ ! -x /usr/bin/chromium ] || ! command -v npm >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing $packages"
     apt-get update -qq
@@ -18,6 +21,8 @@ if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || [ ! -f /usr/share/postgresql/15
     exit 1
   fi
 fi
+# Every suite runs: a browser or npm test fails (never skips) when its tool is missing.
+export CI="${CI:-1}"
 
 bash scripts/bootstrap.sh
 echo "== ruff"; .venv/bin/ruff check .

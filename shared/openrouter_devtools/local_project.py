@@ -21,6 +21,7 @@ served by any static server.
 from __future__ import annotations
 
 import contextlib
+import html
 import ipaddress
 import json
 import re
@@ -108,7 +109,8 @@ _TIMESTAMPS = frozenset({"created_at", "updated_at"})
 MAX_ROWS = 1000  # a Supabase project's default `max_rows`
 _OPERATORS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-_REST_ALLOWED_HEADERS = ALLOWED_HEADERS + ", accept-profile, content-profile, prefer, range, range-unit"
+# What supabase-js sends to PostgREST besides the functions' headers (X-Retry-Count: its automatic retries).
+_REST_ALLOWED_HEADERS = ALLOWED_HEADERS + ", accept-profile, content-profile, prefer, range, range-unit, x-retry-count"
 
 
 def find_web_dir() -> Path:
@@ -122,7 +124,8 @@ def find_web_dir() -> Path:
 def local_project_mounts(
     settings: Settings, credentials: OfflineCredentials, web_dir: Path | None = None
 ) -> dict[str, ASGIApp]:
-    """``{"app": the example page, "rest": the tables}`` for :class:`~.serve.FunctionsRouter` in offline mode."""
+    """``{"app": the example page, "rest": the tables}`` for :class:`~.serve.FunctionsRouter` in offline mode
+    (the tables only when the ledger is the embedded SQLite one)."""
 
     def config(origin: str) -> dict[str, Any]:
         return {
@@ -133,10 +136,10 @@ def local_project_mounts(
             "devToken": credentials.token,
         }
 
-    return {
-        "app": PageApp(web_dir or find_web_dir(), config),
-        "rest": RestApp(Path(settings.ledger_sqlite_path), credentials.secret, settings.allowed_origins),
-    }
+    mounts: dict[str, ASGIApp] = {"app": PageApp(web_dir or find_web_dir(), config)}
+    if settings.resolved_ledger_backend == "sqlite":  # with DATABASE_URL the rows are in Postgres: not here
+        mounts["rest"] = RestApp(Path(settings.ledger_sqlite_path), credentials.secret, settings.allowed_origins)
+    return mounts
 
 
 def example_page_note(host: str, port: int, web_dir: Path | None = None) -> str:
@@ -144,6 +147,8 @@ def example_page_note(host: str, port: int, web_dir: Path | None = None) -> str:
     web = web_dir or find_web_dir()
     shown = host if ":" not in host else f"[{host}]"
     note = f"  example web app: http://{shown}:{port}/app/"
+    if not (web / "index.html").is_file():
+        return note + f"  (not available: no {web})"
     if not (web / "node_modules").is_dir():
         note += f"  (run `npm ci` in {web} once first)"
     return note
@@ -156,10 +161,15 @@ def _rest_of(scope: Mapping[str, Any]) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
+_HOST = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::[0-9]{1,5})?$")
+
+
 def _loopback_or_ip(host_header: str) -> bool:
     """Whether ``Host`` names this machine or an address: a name that DNS could rebind is refused."""
-    host = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
-    host = host.strip("[]").lower()
+    match = _HOST.match(host_header)
+    if match is None:
+        return False
+    host = (match["v6"] or match["name"]).lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
@@ -191,15 +201,20 @@ class PageApp:
         rest = _rest_of(request.scope)
         if request.method not in ("GET", "HEAD"):
             return error_response(ApiError(405, "method_not_allowed", "Use GET.", headers={"Allow": "GET, HEAD"}))
-        if rest == "":  # /app: relative imports need the slash
-            return RedirectResponse(request.scope.get("root_path", "") + "/", status_code=308)
+        root = request.scope.get("root_path", "")
+        raw: bytes = request.scope.get("raw_path") or b""
+        if rest in ("", "/") and raw.split(b"?", 1)[0] == root.encode("utf-8"):  # the page's imports need the slash
+            return RedirectResponse(root + "/", status_code=308)
         name = rest[1:]
         if name == "config.js":
             return self._config(request)
+        if not (self.web_dir / "index.html").is_file():
+            return error_response(ApiError(404, "not_found", f"The example page is not here ({self.web_dir})."))
         if name in PAGE_FILES and not (self.web_dir / "node_modules").is_dir():
+            folder = html.escape(str(self.web_dir))
             return Response(
                 "<!doctype html><meta charset=utf-8><title>npm ci needed</title><p>The example page needs its npm "
-                f"packages: run <code>npm ci</code> in <code>{self.web_dir}</code> once, then reload.",
+                f"packages: run <code>npm ci</code> in <code>{folder}</code> once, then reload.",
                 media_type="text/html; charset=utf-8",
                 headers={"Cache-Control": "no-store"},
             )
