@@ -7,6 +7,8 @@ A misconfiguration is remembered and reported by every request and by ``health``
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import time
 from dataclasses import dataclass, field
 
@@ -93,6 +95,12 @@ class Runtime:
                 raise reply_for(self._service_error)
         assert self._service is not None
         return self._service
+
+    def end_user_pseudonym(self, user_id: str) -> str:
+        """What OpenRouter is told of a user (the ``user`` field): stable for the user and this deployment's
+        key, not reversible without that key (HMAC-SHA256 of the user id, keyed by ``OPENROUTER_API_KEY``)."""
+        key = (self.settings.openrouter_api_key_value() or "").encode()
+        return "u-" + hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()[:32]
 
     def use_service(self, service: OpenRouterService) -> None:
         """Call OpenRouter through ``service`` from now on (benchmarks and tests with their own transport)."""
