@@ -56,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--hours", type=float, default=24.0, help="lifetime in hours (default 24)")
 
     args = parser.parse_args(argv)
+    if args.command in ("serve", "token", "edge"):
+        from .dotenv_file import load_env_file
+
+        if (loaded := load_env_file()) is not None:  # names only: the values may be secrets
+            path, names = loaded
+            print(
+                f"loaded {len(names)} setting(s) from {path}: {', '.join(names) or '(all already set)'}",
+                file=sys.stderr,
+            )
     if args.command == "token":
         return _print_token(args.user, args.hours)
     if args.command == "edge":
