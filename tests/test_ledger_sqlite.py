@@ -171,3 +171,54 @@ async def test_two_ledgers_on_one_file_share_the_limits(tmp_path: Path) -> None:
     assert (refused.admitted, refused.limit) == (False, "daily_requests")
     await one.aclose()
     await other.aclose()
+
+
+# -- retention and erasure (what public.purge_request_log and public.erase_user_data do in PostgreSQL) ----
+
+DAY = 24 * 3600.0
+
+
+async def logged(ledger: SQLiteLedger, request_id: str, user: str = USER) -> None:
+    assert await ledger.finish(UsageRecord(request_id, user, function="chat", status=200, admitted=False))
+
+
+async def test_a_finish_purges_rows_older_than_the_retention_at_most_once_an_hour(tmp_path: Path) -> None:
+    clock = Clock()
+    ledger = SQLiteLedger(tmp_path / "ledger.sqlite3", clock=clock, retention_days=30)
+    await logged(ledger, "day-0")
+    clock.now += 20 * DAY
+    await logged(ledger, "day-20")
+    clock.now += 11 * DAY  # day 31: "day-0" is past the retention, and the last purge was long ago
+    await logged(ledger, "day-31")
+    assert [r["request_id"] for r in await ledger.rows("request_log")] == ["day-20", "day-31"]
+
+    clock.now += 20 * DAY  # day 51: "day-20" is 31 days old now
+    await logged(ledger, "day-51")
+    clock.now += 60  # a minute later: no second purge within the hour
+    await logged(ledger, "day-51b")
+    assert [r["request_id"] for r in await ledger.rows("request_log")] == ["day-31", "day-51", "day-51b"]
+
+
+async def test_without_a_retention_rows_are_kept(tmp_path: Path) -> None:
+    clock = Clock()
+    ledger = SQLiteLedger(tmp_path / "ledger.sqlite3", clock=clock)
+    await logged(ledger, "ancient")
+    clock.now += 400 * DAY
+    await logged(ledger, "today")
+    assert len(await ledger.rows("request_log")) == 2
+    with pytest.raises(LedgerUnavailable):
+        await ledger.purge_request_log(0)
+
+
+async def test_erasing_a_user_leaves_everyone_else(tmp_path: Path) -> None:
+    ledger = SQLiteLedger(tmp_path / "ledger.sqlite3", clock=Clock())
+    for user in (USER, OTHER):
+        assert (await ledger.begin(f"running-{user}", user, 0.01, Limits(rpm=10))).admitted
+        await logged(ledger, f"done-{user}", user)
+        await ledger.set_limits(user, Limits(rpm=5))
+
+    erased = await ledger.erase_user_data(USER)
+
+    assert erased == {"request_log": 1, "usage_daily": 1, "user_limits": 1, "rate_windows": 1, "ledger_reservations": 1}
+    for table in ("request_log", "usage_daily", "user_limits", "rate_windows", "ledger_reservations"):
+        assert {r["user_id"] for r in await ledger.rows(table)} == {OTHER}, table

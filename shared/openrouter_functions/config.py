@@ -104,6 +104,9 @@ class Settings(ClientSettings):
     ledger_backend: Literal["auto", "sqlite", "postgres", "supabase_rest", "off"] = "auto"
     ledger_sqlite_path: str = ".openrouter-functions/ledger.sqlite3"
     ledger_failure_mode: Literal["closed", "open"] = "closed"
+    # The embedded SQLite ledger deletes request_log rows older than this (PostgreSQL: ledger_settings and
+    # its pg_cron job, docs/ledger.md). `unlimited` keeps them.
+    request_log_retention_days: int | None = Field(default=30, ge=1)
     default_rpm: int | None = Field(default=DEFAULT_RPM, ge=0)
     default_daily_requests: int | None = Field(default=None, ge=0)
     default_daily_cost_usd: float | None = Field(default=DEFAULT_DAILY_COST_USD, ge=0)
@@ -131,6 +134,7 @@ class Settings(ClientSettings):
         "default_daily_requests",
         "default_daily_cost_usd",
         "max_output_tokens",
+        "request_log_retention_days",
         mode="before",
     )(limit_or_default)
     _guard_default_when_blank = field_validator("prompt_guard", mode="before")(blank_keeps_default)

@@ -62,7 +62,7 @@ def open_ledger(settings: Settings) -> Ledger | None:
         return SupabaseRestLedger(settings.supabase_url, settings.supabase_service_role_key.get_secret_value())
     from .ledger.sqlite import SQLiteLedger
 
-    return SQLiteLedger(settings.ledger_sqlite_path)
+    return SQLiteLedger(settings.ledger_sqlite_path, retention_days=settings.request_log_retention_days)
 
 
 @dataclass

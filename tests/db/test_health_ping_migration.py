@@ -230,3 +230,33 @@ def test_changes_nothing_in_a_database_pg_cron_does_not_serve(cron_cluster: PgCl
         timeout=60,
     )
     assert result.stdout.strip() == "0"
+
+
+# -- the daily request_log purge (20261202030100_purge_schedule.sql), same pg_cron rules -------------------
+
+PURGE = ROOT / "supabase" / "migrations" / "20261202030100_purge_schedule.sql"
+PURGE_JOB = "openrouter-functions-purge-request-log"
+
+
+def test_schedules_the_daily_purge_and_its_command_purges(cron_db: PgCluster) -> None:
+    cron_db.apply(PURGE)
+    cron_db.apply(PURGE)  # idempotent: one job
+
+    [job] = [j for j in _jobs(cron_db) if j[0] == PURGE_JOB]
+    assert job == (PURGE_JOB, "17 3 * * *", DBNAME, "t", "postgres")
+    command = cron_db.psql(f"select command from cron.job where jobname = '{PURGE_JOB}'").strip()
+    out = cron_db.psql(
+        "begin;"
+        "insert into public.request_log (request_id, user_id, created_at) values"
+        " ('ancient', '00000000-0000-0000-0000-000000000000', now() - interval '31 days'),"
+        " ('recent', '00000000-0000-0000-0000-000000000000', now() - interval '1 day');"
+        f"{command};"
+        "select string_agg(request_id, ',') from public.request_log where request_id in ('ancient', 'recent');"
+        "rollback;"
+    )
+    assert out.split() == ["1", "recent"]
+
+
+def test_the_purge_schedule_changes_nothing_where_pg_cron_cannot_load(pg: PgCluster) -> None:
+    pg.apply(PURGE)
+    assert pg.psql("select to_regnamespace('cron') is null").strip() == "t"

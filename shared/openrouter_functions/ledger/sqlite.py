@@ -30,6 +30,7 @@ from .sqlite_schema import PREVIEW_CHARS, SCHEMA_VERSION, TABLES, create_tables
 __all__ = ["SCHEMA_VERSION", "TABLES", "SQLiteLedger"]
 
 STALE_AFTER = timedelta(minutes=15)
+PURGE_EVERY_SECONDS = 3600.0
 
 # Errors a statement raises over the values it was given, not over the file: a lone surrogate in a
 # text (UnicodeEncodeError), an integer SQLite cannot hold (OverflowError), a number Decimal cannot
@@ -139,11 +140,17 @@ class SQLiteLedger:
 
     name = "sqlite"
 
-    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: str | Path, *, clock: Callable[[], float] = time.time, retention_days: int | None = None
+    ) -> None:
         self.path = str(path)
         self._clock = clock
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        # public.purge_request_log's job, done here by the ledger itself: at most once an hour, a finish
+        # also deletes request_log rows older than ``retention_days`` (None: kept).
+        self.retention_days = retention_days
+        self._next_purge = 0.0
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -293,7 +300,36 @@ class SQLiteLedger:
 
     async def finish(self, record: UsageRecord) -> bool:
         answer: dict[str, Any] = await self._run(self._finish, record.request_id, record.user_id, record.row())
+        if self.retention_days is not None and self._clock() >= self._next_purge:
+            self._next_purge = self._clock() + PURGE_EVERY_SECONDS
+            await self.purge_request_log(self.retention_days)
         return bool(answer["recorded"])
+
+    # -- retention and erasure: public.purge_request_log, public.erase_user_data -------------------------
+
+    async def purge_request_log(self, retention_days: int) -> int:
+        """Delete request_log rows older than ``retention_days``; returns how many."""
+        if retention_days < 1:
+            raise LedgerUnavailable("sqlite: purge_request_log: the retention period must be at least 1 day")
+        cutoff = _timestamp(self._now() - timedelta(days=retention_days))
+
+        def purge(conn: sqlite3.Connection) -> int:
+            return conn.execute("delete from request_log where created_at < ?", (cutoff,)).rowcount
+
+        deleted: int = await self._run(purge)
+        return deleted
+
+    async def erase_user_data(self, user_id: str) -> dict[str, int]:
+        """Delete every row of one user, table by table; returns how many went from each."""
+
+        def erase(conn: sqlite3.Connection) -> dict[str, int]:
+            return {
+                table: conn.execute(f"delete from {table} where user_id = ?", (user_id,)).rowcount  # noqa: S608
+                for table in ("request_log", "usage_daily", "user_limits", "rate_windows", "ledger_reservations")
+            }
+
+        erased: dict[str, int] = await self._run(erase)
+        return erased
 
     def _finish(self, conn: sqlite3.Connection, request_id: str, user_id: str, row: dict[str, Any]) -> dict[str, Any]:
         moment = self._now()
