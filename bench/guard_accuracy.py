@@ -1,21 +1,27 @@
-"""How well the prompt guard tells attacks from ordinary text, and what a scan costs.
+"""How well the prompt guard tells attacks from ordinary text, at both levels, and what a scan costs.
 
 Run by hand from the repository root::
 
-    .venv/bin/python bench/guard_accuracy.py           # ~10 s
+    .venv/bin/python bench/guard_accuracy.py           # ~15 s
     .venv/bin/python bench/guard_accuracy.py --quick   # a smoke run (timings not meaningful)
 
-Accuracy is measured on ``tests/data/guard_cases.jsonl``: attacks (per language, rule family and
-obfuscation) and benign texts, many of them "tricky" (they mention instructions, ignoring or a system
-prompt in an ordinary way). Its ``split`` column says how each case was written: ``dev`` before the
-rules were tuned on it; ``fresh`` after a first version of the rules, measured once and then used for
-tuning; ``holdout`` after that, measured once before its misses were looked at. The first measurement
-of each later split is in ``bench/README.md``; the numbers this script prints include the tuning and
-are therefore optimistic. Recall = attacks flagged / attacks; false positives = benign flagged / benign.
+Two levels are measured. *Flag*: any hit (what ``PROMPT_GUARD=flag`` logs and counts). *Block*: a
+high-confidence hit (what ``PROMPT_GUARD=block`` refuses; its low-confidence hits are only flagged).
+Recall = attacks caught / attacks; false positives = benign texts caught / benign texts.
 
-Cost is the median over rounds of ``scan_text`` on a short chat message, a 2 KB message and a 1 MB
-body (the largest a request may be), plus the time to import and compile the rules. Results also go
-to ``bench/results/guard_accuracy.json``.
+Two sets. ``tests/data/guard_cases.jsonl``: attacks (per language, rule family and obfuscation) and
+benign texts, many of them "tricky". Its ``split`` column says how each case was written: ``dev`` before
+the rules were tuned on it; ``fresh`` after a first version of the rules, measured once and then used
+for tuning; ``holdout`` after that, measured once before its misses were looked at; ``fresh2`` with the
+confidence split, deliberately adversarial (chat-template questions, operators' own system prompts,
+quoted and reported attacks, personas "with no limits on budget"), then tuned on. These numbers include
+the tuning and are therefore optimistic. ``tests/data/guard_blind.jsonl``: 630 texts written by someone
+who never saw the rules and never tuned on (only its totals are printed, never its texts); its first
+measurements are in ``bench/README.md``.
+
+Cost is the median over rounds of ``scan_text`` on a short chat message, an attack, a 2 KB message and
+a 1 MB body (the largest a request may be), plus the time to import and compile the rules. Results also
+go to ``bench/results/guard_accuracy.json``.
 """
 
 from __future__ import annotations
@@ -38,7 +44,10 @@ from openrouter_functions.guard import scan_text
 ROOT = Path(__file__).resolve().parents[1]
 
 CASES = ROOT / "tests" / "data" / "guard_cases.jsonl"
+BLIND = ROOT / "tests" / "data" / "guard_blind.jsonl"
 LANGUAGES = ("en", "pl", "de", "fr", "es", "it", "pt", "other")
+LEVELS = ("flag", "block")
+LABELS = ("attack", "benign")
 
 MESSAGES = {
     "short (75 chars, en)": "Can you help me plan a three-day trip to Kraków with a budget of 500 euros?",
@@ -55,41 +64,61 @@ MESSAGES = {
     "1 MB of trigger words": ("ignore you do not a no " * 46000)[: 1 << 20],
 }
 
+Tally = dict[str, dict[str, list[int]]]  # label -> key -> [caught, total]
 
-def load_cases() -> list[dict[str, Any]]:
-    with CASES.open(encoding="utf-8") as lines:
+
+def load(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as lines:
         return [json.loads(line) for line in lines if line.strip()]
 
 
-def accuracy(cases: list[dict[str, Any]]) -> dict[str, Any]:
-    """Recall and false positives per language, per split, per obfuscation and per rule family."""
-    by: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))  # key -> [hit, total]
-    missed: list[dict[str, Any]] = []
-    flagged: list[dict[str, Any]] = []
+def accuracy(cases: list[dict[str, Any]], keys: Callable[[dict[str, Any]], list[str]]) -> dict[str, Any]:
+    """Per level, how many attacks and benign texts are caught under ``"all"`` and each of ``keys(case)``;
+    and the texts the guard gets wrong: attacks ``missed`` altogether, benign texts ``flagged`` only and
+    benign texts ``blocked``."""
+    by: dict[str, Tally] = {level: defaultdict(lambda: defaultdict(lambda: [0, 0])) for level in LEVELS}
+    wrong: dict[str, list[dict[str, Any]]] = {"missed": [], "flagged": [], "blocked": []}
     for case in cases:
         hits = scan_text(case["text"])
-        attack = case["label"] == "attack"
-        keys = [f"lang:{case['lang']}", f"split:{case['split']}", "all"]
-        if attack:
-            keys += [f"obfuscation:{case['obfuscation']}", f"rule:{case['rule']}"]
-        for key in keys:
-            tally = by["attack" if attack else "benign"][key]
-            tally[0] += bool(hits)
-            tally[1] += 1
-        if attack and not hits:
-            missed.append(case)
-        if not attack and hits:
-            flagged.append({**case, "hits": hits})
-    return {
-        "attack": {k: {"flagged": v[0], "total": v[1]} for k, v in sorted(by["attack"].items())},
-        "benign": {k: {"flagged": v[0], "total": v[1]} for k, v in sorted(by["benign"].items())},
-        "missed": missed,
-        "false_positives": flagged,
+        caught = {"flag": bool(hits), "block": any(hit.confidence == "high" for hit in hits)}
+        label = "attack" if case["label"] == "attack" else "benign"
+        for level in LEVELS:
+            for key in ["all", *keys(case)]:
+                by[level][label][key][0] += caught[level]
+                by[level][label][key][1] += 1
+        named = {**case, "hits": [f"{hit.rule}:{hit.confidence}" for hit in hits]}
+        if label == "attack" and not caught["flag"]:
+            wrong["missed"].append(named)
+        if label == "benign" and caught["flag"]:
+            wrong["blocked" if caught["block"] else "flagged"].append(named)
+    levels = {
+        level: {
+            label: {key: {"caught": v[0], "total": v[1]} for key, v in sorted(tally.items())}
+            for label, tally in by[level].items()
+        }
+        for level in LEVELS
     }
+    return {**levels, **wrong}
 
 
 def percent(part: int, whole: int) -> str:
     return f"{100.0 * part / whole:5.1f}% ({part}/{whole})" if whole else "-"
+
+
+def rate(result: dict[str, Any], level: str, label: str, key: str) -> str:
+    tally = result[level].get(label, {}).get(key)
+    return percent(tally["caught"], tally["total"]) if tally else "-"
+
+
+def level_table(result: dict[str, Any], title: str, keys: list[str]) -> None:
+    """One row per key: recall and false positives, at the flag level and at the block level."""
+    print_table(
+        [title, "flag: recall", "flag: false pos.", "block: recall", "block: false pos."],
+        [
+            [key.split(":", 1)[-1], *(rate(result, level, label, key) for level in LEVELS for label in LABELS)]
+            for key in keys
+        ],
+    )  # fmt: skip
 
 
 def timed(function: Callable[[], object], rounds: int, calls: int) -> float:
@@ -125,44 +154,37 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: timings are not meaningful")
     args = parser.parse_args()
 
-    cases = load_cases()
-    result = accuracy(cases)
-    attack, benign = result["attack"], result["benign"]
-    rows = []
-    for lang in LANGUAGES:
-        a, b = attack.get(f"lang:{lang}"), benign.get(f"lang:{lang}")
-        rows.append(
-            [
-                lang,
-                percent(a["flagged"], a["total"]) if a else "-",
-                percent(b["flagged"], b["total"]) if b else "-",
-            ]
-        )
-    rows.append(["all", percent(attack["all"]["flagged"], attack["all"]["total"]), percent(**_fp(benign["all"]))])
-    print(f"Prompt guard on {CASES.relative_to(ROOT)} ({len(cases)} cases)\n")
-    print_table(["language", "recall (attacks flagged)", "false positives (benign flagged)"], rows)
-    print()
-    splits = sorted({c["split"] for c in cases})
-    print_table(
-        ["split", "recall", "false positives"],
-        [
-            [
-                s,
-                percent(**_fp(attack[f"split:{s}"])),
-                percent(**_fp(benign[f"split:{s}"])) if f"split:{s}" in benign else "-",
-            ]
-            for s in splits
-        ],
+    cases = load(CASES)
+    result = accuracy(
+        cases,
+        lambda c: (
+            [f"lang:{c['lang']}", f"split:{c['split']}"]
+            + ([f"obfuscation:{c['obfuscation']}", f"rule:{c['rule']}"] if c["label"] == "attack" else [])
+        ),
     )
+    print(f"Prompt guard on {CASES.relative_to(ROOT)} ({len(cases)} cases, tuned on: optimistic)\n")
+    level_table(result, "language", [f"lang:{lang}" for lang in LANGUAGES] + ["all"])
     print()
-    print_table(
-        ["obfuscation / rule", "recall"],
-        [[k.split(":", 1)[1], percent(**_fp(v))] for k, v in attack.items() if k.startswith(("obfuscation:", "rule:"))],
-    )
+    level_table(result, "split", [f"split:{split}" for split in sorted({c["split"] for c in cases})])
+    print()
+    attacks = result["flag"]["attack"]
+    level_table(result, "obfuscation / rule", [key for key in attacks if key.startswith(("obfuscation:", "rule:"))])
     for case in result["missed"]:
         print(f"missed  [{case['lang']}/{case['rule']}/{case['obfuscation']}] {case['text'][:90]!r}")
-    for case in result["false_positives"]:
-        print(f"false positive  [{case['lang']}] {case['hits']} {case['text'][:90]!r}")
+    for case in result["blocked"]:
+        print(f"refused (benign)  [{case['split']}/{case['lang']}] {case['hits']} {case['text'][:90]!r}")
+    for case in result["flagged"]:
+        if case["split"] != "fresh2":  # fresh2's benign texts are built to be flagged (and not refused)
+            print(f"flagged (benign)  [{case['split']}/{case['lang']}] {case['hits']} {case['text'][:90]!r}")
+
+    blind_cases = load(BLIND)
+    blind = accuracy(blind_cases, lambda c: [f"lang:{c['lang']}", f"kind:{c['kind']}"])
+    print(f"\nblind (written without seeing the rules): {BLIND.relative_to(ROOT)}, {len(blind_cases)} texts\n")
+    level_table(blind, "language", [f"lang:{lang}" for lang in LANGUAGES[:-1]] + ["all"])
+    print()
+    kinds = sorted(key for label in ("attack", "benign") for key in blind["flag"][label] if key.startswith("kind:"))
+    level_table(blind, "kind (attack family, benign kind)", kinds)
+    print("Its texts are never printed: a set that is looked at becomes a set that is tuned on.")
 
     timing = costs(args.quick)
     print()
@@ -173,14 +195,16 @@ def main() -> int:
     )  # fmt: skip
     path = write_results(
         "guard_accuracy" + (".quick" if args.quick else ""),
-        {"benchmark": "guard_accuracy", "environment": environment(), **result, "cost_us": timing},
+        {
+            "benchmark": "guard_accuracy",
+            "environment": environment(),
+            "cases": result,
+            "blind": {level: blind[level] for level in LEVELS},
+            "cost_us": timing,
+        },
     )
     print(f"\nwritten to {path.relative_to(ROOT)}")
     return 0
-
-
-def _fp(tally: dict[str, int]) -> dict[str, int]:
-    return {"part": tally["flagged"], "whole": tally["total"]}
 
 
 if __name__ == "__main__":

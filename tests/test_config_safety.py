@@ -29,7 +29,7 @@ def test_conservative_limits_out_of_the_box() -> None:
     assert (s.default_rpm, s.default_daily_requests, s.default_daily_cost_usd) == (60, None, 1.0)
     assert (s.max_output_tokens, s.prompt_guard, s.allow_any_origin, s.allow_plain_http) == (
         16384,
-        "flag",
+        "block",
         False,
         False,
     )
@@ -48,7 +48,7 @@ def test_unlimited_switches_a_limit_off(word: str) -> None:
 
 def test_a_blank_variable_keeps_the_default() -> None:
     s = settings(DEFAULT_RPM="", DEFAULT_DAILY_COST_USD=" ", MAX_OUTPUT_TOKENS="", PROMPT_GUARD="")
-    assert (s.default_rpm, s.default_daily_cost_usd, s.max_output_tokens, s.prompt_guard) == (60, 1.0, 16384, "flag")
+    assert (s.default_rpm, s.default_daily_cost_usd, s.max_output_tokens, s.prompt_guard) == (60, 1.0, 16384, "block")
 
 
 def test_limits_can_be_raised_or_set_to_zero() -> None:
@@ -167,4 +167,4 @@ def test_plain_http_on_a_private_network_needs_a_confirmation() -> None:
     internal = {"SUPABASE_URL": "http://kong:8000", "SUPABASE_JWT_SECRET": "s" * 32}
     assert settings(**internal).refusals({}) != []
     assert settings(**internal, ALLOW_PLAIN_HTTP="true").refusals({}) == []
-    assert settings(PROMPT_GUARD="").prompt_guard == "flag"
+    assert settings(PROMPT_GUARD="").prompt_guard == "block"

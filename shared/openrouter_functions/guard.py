@@ -19,13 +19,29 @@ The phrases must be *addressed to the model*: an imperative verb, then whose ins
 previous, your, system...), then what (instructions, rules, prompt...). A text that merely mentions
 instructions, ignoring or a system prompt ("how do I ignore whitespace in git?", "what were the
 previous instructions for the shelf?", "should I ignore my landlord's previous instructions?",
-"zignoruj literówki") does not trip a rule. Measured on ``tests/data/guard_cases.jsonl`` by
+"zignoruj literówki") does not trip a rule.
+
+Each hit (:class:`Hit`) has a *confidence*. ``high`` for the unmistakable shapes, the only hits
+``PROMPT_GUARD=block`` refuses: chat-template turn tokens standing where a turn would (``<|im_start|>system``
+at the start of a line, ``[INST]``, ``<<SYS>>``) in a text that does not talk about chat templates;
+"ignore/forget all previous (your, system...) instructions" with nothing after them that makes them
+someone else's ("... about the parking garage", "... from my landlord"); "print/repeat/what is your system
+prompt / hidden instructions"; DAN, "Do Anything Now", "developer mode enabled", "an uncensored AI", "an AI
+with no restrictions"; "disable your safety filters", "answer without content filters". Even then a
+phrase is not high confidence when it is quoted, inside code, negated in its clause ("never reveal your
+system prompt": an operator's own system prompt) or mentioned ("phrases like ...", "if the user asks you
+to ...", "attackers type ...", "classify this message: ..."). ``low`` for everything else a rule catches
+("### System:" headings, ``[system]`` log lines, "forget everything above", "act as a travel agent with
+no limits on budget", "show the system message"): flagged, never refused. Both levels are measured on
+``tests/data/guard_cases.jsonl`` and on a set written blind, ``tests/data/guard_blind.jsonl``, by
 ``bench/guard_accuracy.py``.
 
 Which texts: every one the caller wrote (:func:`caller_texts`: all message roles, names, tool-call
 arguments, tool descriptions). A scan costs tens of microseconds for a chat message and stays bounded
 for any text: rules are only tried where their trigger words stand, at most :data:`MAX_CANDIDATES` of
-them per text, and spelled-out letters are looked for in a text's first 64 KB.
+them per text, and spelled-out letters are looked for in a text's first 64 KB. Only a text that trips
+a rule is read again for its confidence (at most 200 characters back from each match); the
+high-confidence patterns are compiled the first time a text needs them.
 
 What it cannot catch: other languages (Russian, Chinese, ...), paraphrases outside the listed
 vocabulary ("let's start over with a clean slate"), encodings (base64, ROT13, hex, Morse), text split
@@ -38,15 +54,39 @@ keep secrets in a system prompt.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
-from .guard_rules import RULES, TRIGGERS, WORD
+from .guard_rules import (
+    ADDRESSED_TO_A_MODEL,
+    MENTION_CONDITIONALS,
+    MENTION_LIKE_UNLESS_AFTER,
+    MENTION_PHRASE_STARTS,
+    MENTION_PHRASES,
+    MENTION_STEMS,
+    MENTION_WORDS,
+    NEGATION,
+    RULES,
+    TRIGGERS,
+    WORD,
+    Rule,
+)
 
-__all__ = ["MAX_CANDIDATES", "RULES", "caller_texts", "normalize", "scan_messages", "scan_text", "scan_texts"]
+__all__ = [
+    "MAX_CANDIDATES",
+    "RULES",
+    "Confidence",
+    "Hit",
+    "caller_texts",
+    "normalize",
+    "scan_messages",
+    "scan_text",
+    "scan_texts",
+]
 
 # -- normalisation ----------------------------------------------------------------------------------
 
@@ -152,15 +192,103 @@ MAX_CANDIDATES = 2000
 # -- scanning ---------------------------------------------------------------------------------------
 
 
+Confidence = Literal["high", "low"]
+
+
+class Hit(NamedTuple):
+    """A rule a text trips, and how sure the guard is that the text is an attack: ``high`` for the
+    unmistakable shapes (the only hits ``PROMPT_GUARD=block`` refuses), ``low`` for the rest (flagged)."""
+
+    rule: str
+    confidence: Confidence
+
+
 @functools.lru_cache(maxsize=512)
 def _finder(words: frozenset[str]) -> re.Pattern[str]:
     """Where any of ``words`` stands (few words, so one small pattern; cached per set of words)."""
     return re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(words, key=len, reverse=True))) + r")\b")
 
 
-def _tripped(reading: str, hits: set[str]) -> None:
-    """Add to ``hits`` the rules one reading of a text trips."""
-    present = TRIGGERS.intersection(WORD.findall(reading))
+# The end of a sentence or of a clause before a phrase ("e.g." and "np." end neither).
+_SENTENCE_END = re.compile(r"[.!?]+(?=\s)")
+_CLAUSE_END = re.compile(r"[,;:.!?(]")
+_ABBREVIATIONS = ("e.g", "i.e", "np", "z.b", "ex", "etc")
+_QUOTES = ('"', "'", "`")
+_LOOK_BACK = 200  # characters of a line looked at before a phrase
+_FENCE = re.compile("```")
+
+
+def _start_after(ends: re.Pattern[str], line: str) -> int:
+    """Where the last sentence (or clause) of ``line`` starts."""
+    start = 0
+    for end in ends.finditer(line):
+        if not line[: end.start()].endswith(_ABBREVIATIONS):
+            start = end.end()
+    return start
+
+
+_STEM_HEADS = frozenset(stem[:4] for stem in MENTION_STEMS)
+
+
+def _mentioned(words: list[str], line: str, start: int) -> bool:
+    """Whether ``words`` (those of ``line`` from ``start``) say the phrase after them is only talked about."""
+    said = MENTION_WORDS.intersection(words)
+    if said and not (said <= MENTION_CONDITIONALS and ADDRESSED_TO_A_MODEL.search(line, start)):
+        return True
+    if any(word[:4] in _STEM_HEADS and word.startswith(MENTION_STEMS) for word in words):
+        return True
+    if "like" in words and any(
+        word == "like" and (i == 0 or words[i - 1] not in MENTION_LIKE_UNLESS_AFTER) for i, word in enumerate(words)
+    ):
+        return True
+    return not MENTION_PHRASE_STARTS.isdisjoint(words) and MENTION_PHRASES.search(line, start) is not None
+
+
+def _used(reading: str, start: int, fences: list[int]) -> bool:
+    """Whether the phrase at ``start`` is addressed to the model: not inside code (fenced, ``fences`` being
+    where the text's code fences stand, or inline) or a quotation, not negated in its clause ("never reveal
+    ...") and not mentioned in its sentence ("phrases like ...", "if the user asks you to ...", "attackers
+    type ..."). Looks at most :data:`_LOOK_BACK` characters back, whatever the text's length."""
+    if bisect.bisect_left(fences, start) % 2:
+        return False
+    window = max(0, start - _LOOK_BACK)
+    line = reading[reading.rfind("\n", window, start) + 1 or window : start]
+    if not line or line.isspace():  # the phrase starts its line
+        return True
+    if line.count("`") % 2 or line.count('"') % 2 or line.rstrip().endswith(_QUOTES):
+        return False
+    if not NEGATION.isdisjoint(WORD.findall(line, _start_after(_CLAUSE_END, line))):
+        return False
+    sentence = _start_after(_SENTENCE_END, line)
+    return not _mentioned(WORD.findall(line, sentence), line, sentence)
+
+
+def _high(rule: Rule, reading: str, words: list[str]) -> bool:
+    """Whether one of ``rule``'s high-confidence shapes stands in ``reading`` (whose words are ``words``),
+    used rather than mentioned."""
+    starts: list[int] = []
+    present = rule.high_triggers.intersection(words)
+    if present and (match := rule.high_at_word) is not None:  # at its first MAX_CANDIDATES trigger words
+        for tried, found in enumerate(_finder(frozenset(present)).finditer(reading), 1):
+            if match.match(reading, found.start()):
+                starts.append(found.start())
+            if tried >= MAX_CANDIDATES:
+                break
+    if rule.high_anywhere is not None:
+        for found in rule.high_anywhere.finditer(reading):
+            starts.append(found.start())
+            if len(starts) >= 2 * MAX_CANDIDATES:
+                break
+    if not starts or (rule.high_unless is not None and rule.high_unless(reading)):
+        return False
+    fences = [found.start() for found in _FENCE.finditer(reading)] if "```" in reading else []
+    return any(_used(reading, at, fences) for at in starts)
+
+
+def _tripped(reading: str, hits: dict[str, Confidence]) -> None:
+    """Record in ``hits`` the rules one reading of a text trips, at the highest confidence seen."""
+    words = WORD.findall(reading)
+    present = TRIGGERS.intersection(words)
     candidates: list[tuple[int, str]] = []
     if present:
         for found in _finder(frozenset(present)).finditer(reading):
@@ -168,36 +296,41 @@ def _tripped(reading: str, hits: set[str]) -> None:
             if len(candidates) >= MAX_CANDIDATES:
                 break
     for name, rule in RULES.items():
-        if name in hits:
+        seen = hits.get(name)
+        if seen == "high":
             continue
-        if (
-            rule.anywhere is not None
-            and any(c in reading for c in rule.anywhere_needs)
-            and rule.anywhere.search(reading)
-        ):
-            hits.add(name)
-        elif not present.isdisjoint(rule.triggers):
-            match = rule.at_word.match
-            if any(word in rule.triggers and match(reading, at) for at, word in candidates):
-                hits.add(name)
+        if seen is None:
+            if (
+                rule.anywhere is not None
+                and any(c in reading for c in rule.anywhere_needs)
+                and rule.anywhere.search(reading)
+            ):
+                seen = "low"
+            elif not present.isdisjoint(rule.triggers):
+                match = rule.at_word.match
+                if any(word in rule.triggers and match(reading, at) for at, word in candidates):
+                    seen = "low"
+        if seen is not None:  # flagged: is it also one of the unmistakable shapes? (rare, so cheap)
+            hits[name] = "high" if _high(rule, reading, words) else "low"
 
 
-def scan_text(text: str) -> list[str]:
-    """Names of the rules ``text`` trips (any of its readings), in rule order."""
-    hits: set[str] = set()
+def scan_text(text: str) -> list[Hit]:
+    """The rules ``text`` trips (any of its readings), in rule order, each at its highest confidence."""
+    hits: dict[str, Confidence] = {}
     for reading in _readings(text):
         _tripped(reading, hits)
-    return [name for name in RULES if name in hits]
+    return [Hit(name, hits[name]) for name in RULES if name in hits]
 
 
-def scan_texts(texts: Iterable[str]) -> list[str]:
-    """Rules tripped by any of ``texts``, each named once, in the order first seen."""
-    hits: list[str] = []
+def scan_texts(texts: Iterable[str]) -> list[Hit]:
+    """Rules tripped by any of ``texts``, each named once in the order first seen, at the highest
+    confidence any text trips it with."""
+    hits: dict[str, Confidence] = {}
     for text in texts:
-        for name in scan_text(text):
-            if name not in hits:
-                hits.append(name)
-    return hits
+        for rule, confidence in scan_text(text):
+            if hits.get(rule) != "high":
+                hits[rule] = confidence
+    return [Hit(rule, confidence) for rule, confidence in hits.items()]
 
 
 def _content_texts(content: Any) -> Iterator[str]:
@@ -238,6 +371,6 @@ def caller_texts(messages: Iterable[Any], params: Mapping[str, Any] | None = Non
             yield function["description"]
 
 
-def scan_messages(messages: Iterable[Any], params: Mapping[str, Any] | None = None) -> list[str]:
+def scan_messages(messages: Iterable[Any], params: Mapping[str, Any] | None = None) -> list[Hit]:
     """Rules tripped by the caller-written texts of a request (see :func:`caller_texts`)."""
     return scan_texts(caller_texts(messages, params))

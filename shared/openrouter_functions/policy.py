@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from openrouter_service.messages import normalize_model
 
@@ -22,13 +22,23 @@ __all__ = ["Decision", "apply_policy", "model_allowed"]
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What the policy says: the model that will be asked, the parameters to send, guard hits, and the
-    refusal when the request may not go ahead."""
+    """What the policy says: the model that will be asked, the parameters to send, the prompt guard's
+    hits, and the refusal when the request may not go ahead.
+
+    ``guard_hits`` names every rule the caller's texts trip; ``guard_high`` those of them tripped with high
+    confidence, the only ones ``PROMPT_GUARD=block`` refuses (the others are flagged only)."""
 
     model: str
     params: dict[str, Any]
     guard_hits: tuple[str, ...] = ()
     refusal: ApiError | None = None
+    guard_high: tuple[str, ...] = ()
+
+    def guard_action(self, rule: str) -> Literal["blocked", "flagged"]:
+        """What the guard did about ``rule``'s hit: ``blocked`` when it is high confidence and the request
+        was refused for it, else ``flagged`` (logged and counted only)."""
+        refused = self.refusal is not None and self.refusal.type == "prompt_rejected"
+        return "blocked" if refused and rule in self.guard_high else "flagged"
 
 
 def model_allowed(model: str, allowed: Sequence[str]) -> bool:
@@ -42,7 +52,7 @@ def apply_policy(
     settings: Settings, messages: Sequence[Any], params: Mapping[str, Any], default_model: str
 ) -> Decision:
     """The request as the operator allows it; refusals are ``model_not_allowed``, ``max_tokens_exceeded``
-    and (``PROMPT_GUARD=block``) ``prompt_rejected``, checked in that order."""
+    and (``PROMPT_GUARD=block``, high-confidence hits only) ``prompt_rejected``, checked in that order."""
     requested = params.get("model")
     model = normalize_model(requested) if isinstance(requested, str) and requested.strip() else default_model
     names = [model]
@@ -71,9 +81,10 @@ def apply_policy(
 
     if settings.prompt_guard == "off":
         return Decision(model, send)
-    hits = tuple(scan_messages(messages, params))  # every caller-written text, whatever its role
-    if hits and settings.prompt_guard == "block":
-        return Decision(
-            model, send, hits, ApiError(400, "prompt_rejected", "The request looks like a prompt-injection attempt.")
-        )
-    return Decision(model, send, hits)
+    hits = scan_messages(messages, params)  # every caller-written text, whatever its role
+    rules = tuple(hit.rule for hit in hits)
+    high = tuple(hit.rule for hit in hits if hit.confidence == "high")
+    if high and settings.prompt_guard == "block":
+        refusal = ApiError(400, "prompt_rejected", "The request looks like a prompt-injection attempt.")
+        return Decision(model, send, rules, refusal, high)
+    return Decision(model, send, rules, guard_high=high)
