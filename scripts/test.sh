@@ -30,4 +30,5 @@ echo "== ruff format"; .venv/bin/ruff format --check .
 echo "== mypy --strict"; .venv/bin/mypy
 for fn in functions/*/main.py; do .venv/bin/mypy --strict --follow-imports=silent "$fn"; done
 echo "== deploy linters"; bash scripts/lint-deploy.sh
+echo "== secret scan"; .venv/bin/python scripts/scan_secrets.py
 echo "== pytest"; .venv/bin/pytest -q -p no:cacheprovider "$@"
