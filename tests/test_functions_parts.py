@@ -251,14 +251,17 @@ def test_only_k_service_means_a_cloud_runtime() -> None:
 # -- metrics -------------------------------------------------------------------------------------------
 
 
+# The exposition is prometheus_client's (values written as floats, "1.0"), and orf_requests_total has an
+# `outcome` label since mid-stream failures count as errors; an overflow series keeps function and
+# outcome (so the error ratio still sees it) and says "other" for the rest.
 def test_label_values_are_escaped_as_the_text_format_says() -> None:
     metrics = Metrics()
-    metrics.inc("orf_requests_total", function="chat", status="200", model='a"b\\c\nd')
-    metrics.inc("orf_requests_total", function="chat", status="200", model="x\ud800")
+    metrics.inc("orf_requests_total", function="chat", status="200", model='a"b\\c\nd', outcome="ok")
+    metrics.inc("orf_requests_total", function="chat", status="200", model="x\ud800", outcome="ok")
     lines = [line for line in metrics.render().splitlines() if line.startswith("orf_requests_total{")]
     assert lines == [
-        'orf_requests_total{function="chat",model="a\\"b\\\\c\\nd",status="200"} 1',
-        'orf_requests_total{function="chat",model="x\\\\ud800",status="200"} 1',
+        'orf_requests_total{function="chat",model="a\\"b\\\\c\\nd",outcome="ok",status="200"} 1.0',
+        'orf_requests_total{function="chat",model="x\\\\ud800",outcome="ok",status="200"} 1.0',
     ]
     metrics.render().encode("utf-8")  # a scrape never fails to encode
 
@@ -266,9 +269,9 @@ def test_label_values_are_escaped_as_the_text_format_says() -> None:
 def test_label_values_and_series_are_bounded() -> None:
     metrics = Metrics()
     for i in range(MAX_SERIES + 1_000):
-        metrics.inc("orf_requests_total", function="chat", status="400", model=f"name-{i}")
+        metrics.inc("orf_requests_total", function="chat", status="400", model=f"name-{i}", outcome="client_error")
     metrics.inc("orf_cost_usd_total", 0.5, function="chat", model="m" * 10_000)
     counted = [line for line in metrics.render().splitlines() if line.startswith("orf_requests_total{")]
     assert len(counted) == MAX_SERIES + 1
-    assert 'orf_requests_total{function="other",model="other",status="other"} 1000' in counted
+    assert 'orf_requests_total{function="chat",model="other",outcome="client_error",status="other"} 1000.0' in counted
     assert metrics.value("orf_cost_usd_total", function="chat", model="m" * LABEL_CHARS) == 0.5

@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from openrouter_functions.envelope import ApiError
 from openrouter_functions.listener import KEEP_ALIVE_TIMEOUT, LIMIT_CONCURRENCY, guarded_protocol
-from openrouter_functions.metrics import METRICS
+from openrouter_functions.metrics_route import scrape_response
 
 if TYPE_CHECKING:
     from openrouter_functions.config import Settings
@@ -99,8 +99,7 @@ class FunctionsRouter:
             return
         if name == "metrics" and scope["type"] == "http":
             if scope.get("method") in ("GET", "HEAD"):
-                response = Response(METRICS.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-                await response(scope, receive, send)
+                await scrape_response(Request(scope, receive))(scope, receive, send)
             else:
                 refusal = ApiError(405, "method_not_allowed", "Use GET.", headers={"Allow": "GET, OPTIONS"})
                 await _answer_error(scope, receive, send, "metrics", refusal)

@@ -69,6 +69,8 @@ class Exchange:
     prompt_preview: str | None = None
     response_preview: str | None = None
     outcome: str = "ok"
+    stream: bool = False  # the caller asked for a stream
+    first_output: float | None = None  # perf_counter when a stream's first chunk with model output went out
 
     def fail(self, error: ApiError) -> None:
         self.status, self.error_type = error.status, error.type
@@ -122,14 +124,38 @@ class Exchange:
             admitted=self.admitted or self.unmetered,
         )
 
+    def caller_outcome(self) -> str:
+        """What the caller got, one of :data:`~.metrics.OUTCOMES`: ``error`` for a 5xx, and for a stream
+        that failed after its 200 went out (an upstream error event, upstream cut, a deadline, or the
+        instance shutting down); ``cancelled`` when the caller left; ``client_error`` for another 4xx."""
+        if self.status >= 500 or self.outcome == "upstream_error" or self.error_type == "shutting_down":
+            return "error"
+        if self.outcome == "cancelled":
+            return "cancelled"
+        return "client_error" if self.status >= 400 else "ok"
+
+    def time_to_first_token(self, now: float) -> float | None:
+        """Seconds from arrival to a stream's first output chunk; a stream that ended well without any
+        output counts its whole life. ``None`` for plain calls and streams that failed before output."""
+        if not self.stream:
+            return None
+        if self.first_output is not None:
+            return self.first_output - self.started
+        return now - self.started if self.caller_outcome() == "ok" else None
+
     def record(self) -> None:
         """Metrics and the request's one log line, at the level its status deserves."""
-        elapsed = time.perf_counter() - self.started
+        now = time.perf_counter()
+        elapsed = now - self.started
+        outcome = self.caller_outcome()
+        ttft = self.time_to_first_token(now)
         # A label only for a model upstream served (it answered with a generation): a caller's refused
         # or unknown model names would each become a series, held for the life of the process.
         model = "none" if self.model is None else self.model if self.generation_id is not None else "other"
-        METRICS.inc("orf_requests_total", function=self.function, status=str(self.status), model=model)
-        METRICS.observe_latency(elapsed, function=self.function)
+        METRICS.inc("orf_requests_total", function=self.function, status=str(self.status), model=model, outcome=outcome)
+        METRICS.observe_latency(elapsed, function=self.function, stream="true" if self.stream else "false")
+        if ttft is not None:
+            METRICS.observe("orf_time_to_first_token_seconds", ttft, function=self.function)
         if self.attempts:
             METRICS.inc("orf_upstream_attempts_total", self.attempts, function=self.function)
             if self.attempts > 1:
@@ -144,7 +170,7 @@ class Exchange:
         if cost is not None:
             METRICS.inc("orf_cost_usd_total", cost, function=self.function, model=model)
         # A stream that failed after its 200 went out is a failure too, whatever its status says.
-        failed = self.status >= 500 or self.outcome == "upstream_error"
+        failed = outcome == "error"
         level = logging.ERROR if failed else logging.WARNING if self.status >= 400 else logging.INFO
         if not log.isEnabledFor(level):
             return
@@ -157,6 +183,9 @@ class Exchange:
             "error_type": self.error_type,
             "outcome": self.outcome,
             "latency_ms": round(elapsed * 1000.0, 2),
+            "stream": self.stream,
+            "ttft_ms": round(ttft * 1000.0, 2) if ttft is not None else None,
+            "failed": failed,
             "attempts": self.attempts,
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,

@@ -31,6 +31,7 @@ from .envelope import ApiError, error_response, reply_for
 from .exchange import Exchange
 from .ledger import LedgerUnavailable
 from .metrics import METRICS
+from .metrics_route import metrics_scrape
 from .policy import apply_policy
 from .relay import relay_stream
 from .runtime import Runtime, get_runtime
@@ -120,15 +121,21 @@ async def run_call(request: Request, exchange: Exchange, runtime: Runtime, spec:
     caller = await runtime.authenticate(request.headers.get("authorization"))
     exchange.user_id, exchange.is_service = caller.user_id, caller.is_service
     call = spec.parse(await read_json(request, settings.max_body_bytes))
+    exchange.stream = call.stream
 
     service = runtime.service
     decision = apply_policy(settings, call.messages, call.params, service.model_name)
+    # OpenRouter's `user`: a stable pseudonym of the signed-in user, so a provider that blocks one abusive
+    # end user blocks only them. A caller cannot pick someone else's; a trusted server caller may name its own.
+    if not (caller.is_service and isinstance(decision.params.get("user"), str)):
+        decision.params["user"] = runtime.end_user_pseudonym(caller.user_id)
     exchange.model = decision.model
     if decision.guard_hits:
         exchange.guard = decision.guard_hits
-        action = "blocked" if decision.refusal is not None else "flagged"
-        for rule in decision.guard_hits:
-            METRICS.inc("orf_prompt_guard_total", function=exchange.function, rule=rule, action=action)
+        for rule in decision.guard_hits:  # "blocked" only for the high-confidence hits that refused it
+            METRICS.inc(
+                "orf_prompt_guard_total", function=exchange.function, rule=rule, action=decision.guard_action(rule)
+            )
     if decision.refusal is not None:
         raise decision.refusal
     if settings.log_prompts:
@@ -200,6 +207,9 @@ async def _finish(runtime: Runtime | None, exchange: Exchange) -> None:
 
 async def serve_request(request: Request, function: str, handler: Handler) -> Response:
     """Run ``handler`` for one request with CORS, a request id, the error envelope, settlement and log."""
+    scrape = metrics_scrape(request, function)  # GET /metrics, when this deployment exposes it
+    if scrape is not None:
+        return scrape
     exchange = Exchange(function, request_id(request))
     origin = request.headers.get("origin")
     runtime: Runtime | None = None

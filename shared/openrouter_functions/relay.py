@@ -60,6 +60,21 @@ def _error_event(stream: ChatStream, error: OpenRouterError, exchange: Exchange)
     return encode_event(event)
 
 
+# What a delta carries when the model has begun to answer (the time-to-first-token mark).
+_OUTPUT_KEYS = ("content", "reasoning", "refusal", "tool_calls")
+
+
+def _has_output(chunk: dict[str, Any]) -> bool:
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return False
+    for choice in choices:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and any(delta.get(key) for key in _OUTPUT_KEYS):
+            return True
+    return False
+
+
 def _collect(chunk: dict[str, Any], pieces: list[str]) -> None:
     choices = chunk.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
@@ -90,10 +105,14 @@ async def relay_stream(
             if first is not None:
                 if isinstance(first, dict):
                     _collect(first, pieces)
+                    if _has_output(first):
+                        exchange.first_output = time.perf_counter()
                 yield encode_event(first)
             async for item in events:
                 if isinstance(item, dict):
                     _collect(item, pieces)
+                    if exchange.first_output is None and _has_output(item):
+                        exchange.first_output = time.perf_counter()
                 yield encode_event(item)
             yield DONE_EVENT
         except OpenRouterError as exc:

@@ -34,7 +34,19 @@ BIN = Path(sys.executable).parent
 UPSTREAM_KEY = "sk-or-v1-e2e"
 
 # Variables the product (or functions-framework) reads; never inherited from the developer's shell.
-_SCRUBBED_PREFIXES = ("OPENROUTER_", "SUPABASE_", "FUNCTION_", "GUNICORN_", "LEDGER_", "DEFAULT_", "QUOTA_")
+_SCRUBBED_PREFIXES = (
+    "OPENROUTER_",
+    "SUPABASE_",
+    "FUNCTION_",
+    "GUNICORN_",
+    "LEDGER_",
+    "DEFAULT_",
+    "QUOTA_",
+    "METRICS_",
+    "HEALTH_",
+    "PROMETHEUS_",
+    "REQUEST_LOG_",
+)
 _SCRUBBED = frozenset(
     {
         "K_SERVICE",
@@ -51,6 +63,8 @@ _SCRUBBED = frozenset(
         "HEALTH_CACHE_SECONDS",
         "OFFLINE_MODE",
         "ALLOW_ANONYMOUS_USERS",
+        "ENV_FILE",
+        "WORKERS",
     }
 )
 

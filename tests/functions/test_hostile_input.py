@@ -275,7 +275,8 @@ async def test_a_served_model_name_with_newline_quote_and_backslash_keeps_the_sc
     scrape = await client.get("/metrics")
     assert scrape.status_code == 200
     samples = parse_exposition(scrape.text)
-    assert ("orf_requests_total", {"function": "chat", "model": odd, "status": "200"}) in samples
+    # orf_requests_total also says what the caller got (`outcome`), since stream failures count as errors
+    assert ("orf_requests_total", {"function": "chat", "model": odd, "outcome": "ok", "status": "200"}) in samples
 
 
 async def test_a_thousand_rejected_model_names_add_no_series(
@@ -286,7 +287,8 @@ async def test_a_thousand_rejected_model_names_add_no_series(
     first = await client.post("/chat", json={**HI, "model": "evil/name-0"}, headers=bearer())
     assert first.json() == {"error": refused}
     before = parse_exposition((await client.get("/metrics")).text)
-    assert ("orf_requests_total", {"function": "chat", "model": "other", "status": "400"}) in before
+    refused_series = {"function": "chat", "model": "other", "outcome": "client_error", "status": "400"}
+    assert ("orf_requests_total", refused_series) in before
     for i in range(1, 1_000):
         response = await client.post("/chat", json={**HI, "model": f"evil/name-{i}"}, headers=bearer())
         assert response.status_code == 400
