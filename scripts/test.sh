@@ -10,7 +10,7 @@ packages="postgresql-15 postgresql-15-pgtap postgresql-15-cron prometheus chromi
 command -v npm >/dev/null || packages="$packages nodejs npm"
 if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || [ ! -f /usr/share/postgresql/15/extension/pgtap.control ] \
    || [ ! -f /usr/share/postgresql/15/extension/pg_cron.control ] || ! command -v promtool >/dev/null \
-   || [ ! -x /usr/bin/chromium ] || ! command -v npm >/dev/null; then
+   || ! { command -v chromium || command -v google-chrome; } >/dev/null || ! command -v npm >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing $packages"
     apt-get update -qq
