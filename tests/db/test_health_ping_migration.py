@@ -260,3 +260,37 @@ def test_schedules_the_daily_purge_and_its_command_purges(cron_db: PgCluster) ->
 def test_the_purge_schedule_changes_nothing_where_pg_cron_cannot_load(pg: PgCluster) -> None:
     pg.apply(PURGE)
     assert pg.psql("select to_regnamespace('cron') is null").strip() == "t"
+
+
+# -- the ping's HEALTH_TOKEN (20261202040000_health_ping_token.sql) -----------------------------------------
+
+TOKEN = ROOT / "supabase" / "migrations" / "20261202040000_health_ping_token.sql"
+
+
+def test_the_ping_sends_the_health_token_from_vault(cron_db: PgCluster) -> None:
+    cron_db.psql(STAND_INS)
+    cron_db.apply(MIGRATION)
+    cron_db.apply(TOKEN)
+    cron_db.apply(TOKEN)  # idempotent
+
+    assert [job for job in _jobs(cron_db) if job[0] == JOB] == [(JOB, "*/5 * * * *", DBNAME, "t", "postgres")]
+    assert _command(cron_db) == "select public.functions_health_ping()"
+    cron_db.psql(_command(cron_db))  # no base URL yet: nothing sent
+    assert _requests(cron_db) == []
+
+    cron_db.psql(
+        "insert into vault.decrypted_secrets (name, decrypted_secret) values"
+        " ('functions_base_url', 'https://fns.example/'), ('functions_health_token', 'tok-123')"
+    )
+    cron_db.psql(_command(cron_db))
+    assert _requests(cron_db) == ['GET|https://fns.example/health|{}|{"Authorization": "Bearer tok-123"}|3000']
+
+    cron_db.psql("delete from vault.decrypted_secrets where name = 'functions_health_token'")
+    cron_db.psql(_command(cron_db))
+    assert _requests(cron_db)[-1] == "GET|https://fns.example/health|{}|{}|3000"
+
+
+def test_the_token_migration_changes_nothing_without_a_scheduled_ping(pg: PgCluster) -> None:
+    pg.apply(TOKEN)
+    assert pg.psql("select to_regnamespace('cron') is null").strip() == "t"
+    assert pg.psql("select to_regprocedure('public.functions_health_ping()') is not null").strip() == "t"
