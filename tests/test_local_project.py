@@ -38,7 +38,15 @@ NOON = 1_795_780_800.0  # 2026-11-27T12:00:00Z
 Answer = tuple[int, dict[str, str], bytes]
 
 
-async def call(app: Any, method: str, path: str, *, query: str = "", headers: Sequence[tuple[str, str]] = ()) -> Answer:
+async def call(
+    app: Any,
+    method: str,
+    path: str,
+    *,
+    query: str = "",
+    headers: Sequence[tuple[str, str]] = (),
+    client: str = "127.0.0.1",
+) -> Answer:
     """One request straight into an ASGI app (no client normalizes ``path``: ``..`` arrives as sent)."""
     sent_headers = [(name.lower().encode(), value.encode()) for name, value in headers]
     if not any(name == b"host" for name, _ in sent_headers):
@@ -54,7 +62,7 @@ async def call(app: Any, method: str, path: str, *, query: str = "", headers: Se
         "root_path": "",
         "query_string": query.encode(),
         "headers": sent_headers,
-        "client": ("127.0.0.1", 40000),
+        "client": (client, 40000),
         "server": ("127.0.0.1", 8080),
     }
     sent: list[dict[str, Any]] = []
@@ -250,6 +258,8 @@ async def test_content_range_count_and_single_object(rest: FunctionsRouter) -> N
         ("nope=eq.1", "42703"),
         ("limit=-1", "PGRST100"),
         ("limit=all", "PGRST100"),
+        ("offset=%C2%B2", "PGRST100"),  # "²" passes str.isdigit but is no number
+        ("limit=99999999999999999999", "PGRST100"),
         ("select=*&select=status", "PGRST100"),
     ],
 )
@@ -404,16 +414,25 @@ async def test_config_is_generated_for_loopback_hosts_only(web: Path) -> None:
         "devToken": "dev-token",
     }
     assert "access-control-allow-origin" not in headers
-    for host in ("localhost:8080", "[::1]:8080", "192.168.1.20:8080", "app.localhost"):
+    for host in ("localhost:8080", "[::1]:8080", "127.0.0.1:9999", "app.localhost"):
         status, _, body = await call(app, "GET", "/app/config.js", headers=[("host", host)])
         assert status == 200, host
         assert (
             json.loads(body.decode()[len("export default ") :].rstrip().rstrip(";"))["supabaseUrl"] == f"http://{host}"
         )
-    # A DNS name could be rebound to 127.0.0.1 by another site: no developer token for it.
+    # A DNS name could be rebound to 127.0.0.1 by another site, and another machine on the network may
+    # reach `serve --host 0.0.0.0` by its LAN address: no developer token for either.
     for host in ("attacker.example:8080", "attacker.example", "127.0.0.1:8080 x", "127.0.0.1:8080/x", "", "[::1"):
         status, _, body = await call(app, "GET", "/app/config.js", headers=[("host", host)])
         assert status == 403, host
+        assert b"dev-token" not in body
+    for peer, host in (
+        ("192.168.1.20", "localhost:8080"),
+        ("192.168.1.20", "192.168.1.5:8080"),
+        ("10.0.0.3", "[::1]:8080"),
+    ):
+        status, _, body = await call(app, "GET", "/app/config.js", headers=[("host", host)], client=peer)
+        assert status == 403, (peer, host)
         assert b"dev-token" not in body
 
 

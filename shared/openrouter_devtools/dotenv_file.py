@@ -27,7 +27,7 @@ def load_env_file(env: MutableMapping[str, str] | None = None) -> tuple[Path, li
             raise SystemExit(f"ENV_FILE={path} does not exist")
         return None
     loaded = []
-    for name, value in dotenv_values(path).items():
+    for name, value in dotenv_values(path, interpolate=False).items():  # a value is used as written
         if value is not None and name not in target:
             target[name] = value
             loaded.append(name)

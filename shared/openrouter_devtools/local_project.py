@@ -164,19 +164,26 @@ def _rest_of(scope: Mapping[str, Any]) -> str:
 _HOST = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::[0-9]{1,5})?$")
 
 
-def _loopback_or_ip(host_header: str) -> bool:
-    """Whether ``Host`` names this machine or an address: a name that DNS could rebind is refused."""
-    match = _HOST.match(host_header)
-    if match is None:
-        return False
-    host = (match["v6"] or match["name"]).lower()
-    if host == "localhost" or host.endswith(".localhost"):
+def _loopback(address: str) -> bool:
+    """Whether ``address`` (a host name or IP) is this machine: localhost, ``*.localhost`` or a loopback IP."""
+    if address == "localhost" or address.endswith(".localhost"):
         return True
     try:
-        ipaddress.ip_address(host)
+        return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return False
-    return True
+
+
+def _loopback_request(host_header: str, peer: str | None) -> bool:
+    """Whether a request for the developer's token comes from this machine, to a name of this machine.
+
+    The peer address keeps other machines out (``serve --host 0.0.0.0`` on a shared network); the
+    ``Host`` keeps out a page whose DNS name another site rebinds to 127.0.0.1.
+    """
+    match = _HOST.match(host_header)
+    if match is None or peer is None:
+        return False
+    return _loopback((match["v6"] or match["name"]).lower()) and _loopback(peer)
 
 
 class PageApp:
@@ -247,13 +254,13 @@ class PageApp:
 
     def _config(self, request: Request) -> Response:
         host = request.headers.get("host", "")
-        if not _loopback_or_ip(host):
+        if not _loopback_request(host, request.client.host if request.client else None):
             return error_response(
                 ApiError(
                     403,
                     "forbidden",
-                    "Offline mode hands its page config (with the developer's token) only to http://localhost "
-                    "or an IP address.",
+                    "Offline mode hands its page config (with the developer's token) only to this machine: "
+                    "open the page at http://localhost or http://127.0.0.1.",
                 )
             )
         origin = f"{request.url.scheme}://{host}"
@@ -307,7 +314,7 @@ def _column(table: str, name: str) -> str:
 
 
 def _non_negative(name: str, value: str) -> int:
-    if not value.isdigit():
+    if not re.fullmatch(r"[0-9]{1,9}", value):  # ASCII digits only: "²".isdigit() is true
         raise _parse_error(f'"failed to parse {name} parameter ({value})"', f"{name} must be a non-negative integer")
     return int(value)
 

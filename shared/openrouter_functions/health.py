@@ -39,8 +39,7 @@ async def _ledger_state(runtime: Runtime) -> dict[str, Any]:
     mode = settings.ledger_failure_mode
     if settings.ledger_problem is not None:  # the backend cannot even be built, whatever the failure mode
         return {"ok": False, "backend": settings.resolved_ledger_backend, "failure_mode": mode}
-    meter = runtime.meter
-    return {"ok": await meter.check(), "backend": meter.name, "failure_mode": mode}
+    return {"ok": await runtime.check_ledger(), "backend": runtime.meter.name, "failure_mode": mode}
 
 
 async def _wants_detail(request: Request, runtime: Runtime) -> bool:

@@ -111,14 +111,15 @@ def require_method(request: Request, *allowed: str) -> None:
 
 
 async def run_call(request: Request, exchange: Exchange, runtime: Runtime, spec: CallSpec) -> Response:
-    """route -> authenticate -> parse -> policy -> validate -> admit -> call -> (settle) -> respond."""
+    """route -> authenticate -> refuse if unsafe -> parse -> policy -> validate -> admit -> call -> settle."""
     if route(request, spec.name, spec.paths) not in spec.paths:
         raise ApiError(404, "not_found", spec.not_found)
     require_method(request, "POST")
-    runtime.refuse_if_unsafe()
     settings = runtime.settings
 
     caller = await runtime.authenticate(request.headers.get("authorization"))
+    # After authentication: a stranger learns nothing about how this server is configured.
+    runtime.refuse_if_unsafe()
     exchange.user_id, exchange.is_service = caller.user_id, caller.is_service
     call = spec.parse(await read_json(request, settings.max_body_bytes))
     exchange.stream = call.stream

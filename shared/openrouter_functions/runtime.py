@@ -77,6 +77,7 @@ class Runtime:
     _verifier: TokenVerifier | None = None
     _meter: Meter | None = None
     _probe: UpstreamProbe | None = None
+    _ledger_check: tuple[float, bool] | None = None  # (when, whether the store answered)
     _probe_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _refusals: list[str] | None = None
 
@@ -188,6 +189,16 @@ class Runtime:
         if self.settings.ledger_problem is not None:
             problems.append(self.settings.ledger_problem)
         return problems
+
+    async def check_ledger(self) -> bool:
+        """Whether the ledger answers, cached ``health_cache_seconds`` like the upstream probe: a stream of
+        anonymous health requests costs the database one query per period, not one each."""
+        checked = self._ledger_check
+        if checked is not None and time.time() - checked[0] < self.settings.health_cache_seconds:
+            return checked[1]
+        ok = await self.meter.check()
+        self._ledger_check = (time.time(), ok)
+        return ok
 
     async def probe_upstream(self) -> tuple[UpstreamProbe, bool]:
         """What OpenRouter says of our key, cached ``health_cache_seconds``: (probe, whether it was cached).

@@ -115,3 +115,28 @@ def test_users_cannot_read_or_change_the_retention_setting(pg: PgCluster) -> Non
     assert "permission denied for table ledger_settings" in refused(
         pg, "set local role authenticated; select * from public.ledger_settings;"
     )
+
+
+def test_a_deleted_user_gets_no_new_rows_while_their_tokens_may_still_be_valid(pg: PgCluster) -> None:
+    """A request admitted before the deletion (or made with a token that has not expired) cannot recreate
+    the rows the deletion erased: its writes are refused, and other users are not affected."""
+    deleted = f"insert into auth.users (id) values ('{ALICE}'); delete from auth.users where id = '{ALICE}';"
+    late_finish = (
+        f"select public.ledger_finish('late-{ALICE}', '{ALICE}', "
+        """'{"function": "chat", "status": 200, "admitted": true, "prompt_preview": "still here?"}'::jsonb);"""
+    )
+    assert "was deleted" in refused(pg, deleted + late_finish)
+    assert "was deleted" in refused(
+        pg, deleted + f"select public.ledger_begin('new-{ALICE}', '{ALICE}', 0.01, 60, null, 1.0);"
+    )
+    admitted = run(pg, deleted + f"select public.ledger_begin('bob-1', '{BOB}', 0.01, 60, null, 1.0)->>'admitted';")
+    assert admitted[-1] == "true"
+    # A day later every token of theirs has expired: the tombstone no longer refuses anything.
+    aged = run(
+        pg,
+        deleted
+        + "update public.erased_users set erased_at = now() - interval '2 days';"
+        + late_finish.replace("late-", "later-")
+        + f"select count(*) from public.request_log where user_id = '{ALICE}';",
+    )
+    assert aged[-1] == "1"

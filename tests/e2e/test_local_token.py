@@ -88,3 +88,14 @@ def test_a_missing_env_file_named_explicitly_is_an_error(tmp_path: Path) -> None
     )
     assert result.returncode != 0
     assert "nope.env does not exist" in result.stderr
+
+
+def test_dot_env_values_are_taken_as_written(tmp_path: Path) -> None:
+    """A secret containing ${...} is not expanded: it must equal the value stored elsewhere (GitHub, Supabase)."""
+    from openrouter_devtools.dotenv_file import load_env_file
+
+    (tmp_path / ".env").write_text("SUPABASE_JWT_SECRET=abc${HOME}def$USER-ghi\nEMPTY=\n")
+    env = {"ENV_FILE": str(tmp_path / ".env"), "HOME": "/root"}
+    loaded = load_env_file(env)
+    assert loaded is not None
+    assert env["SUPABASE_JWT_SECRET"] == "abc${HOME}def$USER-ghi"

@@ -227,3 +227,19 @@ async def test_health_answers_only_its_own_url(client: httpx.AsyncClient, path: 
     response = await client.get(path)
     assert (response.status_code, response.json()["error"]["type"]) == (404, "not_found")
     assert "checks" not in response.text
+
+
+async def test_health_asks_the_ledger_once_per_cache_period(client: httpx.AsyncClient, configure: Any) -> None:
+    """A flood of anonymous health requests costs the database one query per period, not one each."""
+    runtime = configure(HEALTH_CACHE_SECONDS="60")
+    asked: list[int] = []
+    original = runtime.meter.check
+
+    async def counted() -> bool:
+        asked.append(1)
+        return await original()
+
+    runtime.meter.check = counted  # type: ignore[method-assign]
+    for _ in range(5):
+        assert (await client.get("/health")).status_code == 200
+    assert len(asked) == 1

@@ -85,6 +85,10 @@ async def test_any_origin_on_a_cloud_runtime_is_refused_until_confirmed(
 ) -> None:
     monkeypatch.setenv("K_SERVICE", "chat")
     configure(LEDGER_BACKEND="off")  # (the embedded SQLite ledger is a problem of its own on a cloud runtime)
+    stranger = await client.post("/chat", json=HI)
+    assert stranger.status_code == 401, "a stranger learns nothing about the configuration"
+    assert "ALLOWED_ORIGINS" not in stranger.text
+    assert (await client.get("/health")).json() == {"status": "down"}
     refused = await client.post("/chat", json=HI, headers=bearer())
     assert refused.status_code == 500
     assert refused.json()["error"]["message"] == f"This server refuses to serve: {ANY_ORIGIN_ON_CLOUD}."
