@@ -418,6 +418,9 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
     print("  ratio (cost; lower is better)                  paired  (of medians)")
     ratios = {
         "seq ours/bare_httpx": check("sequential   ours / bare httpx, same transport", seq[OURS], seq[BARE], "<=", 1.3),
+        "seq_cpu ours/bare_httpx": check(
+            "sequential   client CPU ours / bare httpx", seq_cpu[OURS], seq_cpu[BARE], "<=", 1.1
+        ),
         "seq ours/bare_httpx_default": check(
             "sequential   ours / bare httpx (default)", seq[OURS], seq[BARE_DEFAULT], "<=", 1.3
         ),

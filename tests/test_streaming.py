@@ -308,3 +308,82 @@ async def test_plain_and_streamed_calls_share_one_attempt_loop(
         except OpenRouterError as exc:
             got = (type(exc).__name__, exc.attempts, exc.retry_after)
         assert (got, sleeps, len(seen)) == (outcome, expected_sleeps, len(script)), "streamed" if streamed else "plain"
+
+
+# -- the bytes-level reader and batches (what the functions relay) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [b': ping\n\ndata: {"a":\n', b"data: 1}\nevent: x\nid: 2\n\n", b"data: [DONE]"],
+        [b"data:x\r", b"\r", b"data: y", b""],
+        [b"data: a\r", b"\ndata: b\r\n\r", b"\n:c\r\n\r\ndata"],
+        [b"data: \xff\xfe\n\n", b"retry: 10\n\n"],
+    ],
+)
+async def test_the_bytes_reader_reads_what_the_line_reader_reads(parts: list[bytes]) -> None:
+    from openrouter_service.sse import SSEReader, iter_lines
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+
+    expected = [
+        e.data.encode("utf-8", "replace") if isinstance(e, SSEData) else e
+        async for e in iter_sse(iter_lines(chunks(), limit=100), limit=100)
+    ]
+    reader = SSEReader(100)
+    got = [event for part in parts for event in reader.feed(part)] + reader.finish()
+    assert [g.decode("utf-8", "replace") if isinstance(g, bytes) else g for g in got] == [
+        e.decode("utf-8", "replace") if isinstance(e, bytes) else e for e in expected
+    ]
+
+
+async def test_an_oversized_line_after_good_events_in_one_read_fails_after_them() -> None:
+    from openrouter_service.sse import SSEReader
+
+    reader = SSEReader(8)
+    assert reader.feed(b"data: 1\n\n" + b"x" * 20 + b"\n") == [b"1"]
+    with pytest.raises(OpenRouterResponseError, match="larger than 8 bytes"):
+        reader.feed(b"data: 2\n\n")
+
+
+async def test_batches_pass_a_read_on_at_once_as_it_came(make_service: Build) -> None:
+    spaced = sse(chunk("Hel"), chunk("lo"))  # json.dumps with spaces: passed on byte for byte
+    service, _ = make_service(
+        lambda r: stream_response(HAPPY[: -len(b"data: [DONE]\n\n")] + spaced + b"data: [DONE]\n\n")
+    )
+    stream = service.stream_chat_completion(USER)
+    batches = [b async for b in stream.batches()]
+    assert len(batches) == 1  # one read, one batch; [DONE] seen before it went out
+    (batch,) = batches
+    assert batch[0] == SSEComment("OPENROUTER PROCESSING")
+    assert batch[-1] == json.dumps(chunk("lo")).encode()
+    assert [json.loads(b)["choices"][:1] for b in batch[1:]] == [
+        chunk("Hel")["choices"],
+        chunk("lo")["choices"],
+        chunk(finish="stop")["choices"],
+        [],
+        chunk("Hel")["choices"],
+        chunk("lo")["choices"],
+    ]
+    assert (stream.usage, stream.finish_reason, stream.completed, stream.chunks) == (USAGE, "stop", True, 6)
+
+
+async def test_batches_still_read_chunks_that_carry_errors(make_service: Build) -> None:
+    failed = {**chunk("x"), "error": {"code": 502, "message": "provider died"}}
+    service, _ = make_service(lambda r: stream_response(sse(chunk("Hel"), failed, chunk("never"))))
+    stream = service.stream_chat_completion(USER)
+    got: list[list[Any]] = []
+    with pytest.raises(OpenRouterError):
+        async for batch in stream.batches():
+            got.append(batch)
+    assert [len(b) for b in got] == [1] and stream.chunks == 1  # what came before the error went out first
+
+
+async def test_batches_put_a_multiline_event_on_one_line(make_service: Build) -> None:
+    body = b'data: {"id": "gen-9",\ndata: "choices": [{"delta": {"content": "a"}, "finish_reason": "stop"}]}\n\n'
+    service, _ = make_service(lambda r: stream_response(body + b"data: [DONE]\n\n"))
+    (batch,) = [b async for b in service.stream_chat_completion(USER).batches()]
+    assert batch == [b'{"id":"gen-9","choices":[{"delta":{"content":"a"},"finish_reason":"stop"}]}']

@@ -17,6 +17,7 @@ from openrouter_service import (
     OpenRouterResponseError,
     OpenRouterServerError,
     OpenRouterService,
+    OpenRouterTimeoutError,
     RetryPolicy,
 )
 from openrouter_service.errors import UPSTREAM_MESSAGE_CHARS
@@ -236,3 +237,65 @@ async def test_key_check_reads_what_openrouter_says(
     service, _ = make_service(lambda r: json_response(status, body))
     checked = await service.acheck_key()
     assert (checked.ok, checked.limit_remaining) == (ok, remaining)
+
+
+# -- a streamed read the transport bounds arms no timer of ours -----------------------------------------
+
+
+async def test_a_read_bounded_well_before_the_deadline_arms_no_timer() -> None:
+    import asyncio
+
+    from openrouter_service.attempts import Attempts, Deadline
+
+    loop = Attempts(RetryPolicy(), asyncio.sleep, timeout=30.0, deadline=Deadline.starting_now(300.0, 120.0))
+    attempt = await anext(loop)
+    assert not isinstance(attempt.limit(first_chunk=True, read_bound=30.0), asyncio.Timeout)
+    assert isinstance(attempt.limit(first_chunk=True, read_bound=119.5), asyncio.Timeout)  # first chunk due sooner
+    assert isinstance(attempt.limit(first_chunk=True), asyncio.Timeout)  # no bound known: always a timer
+    attempt.delivered()
+    assert not isinstance(attempt.limit(first_chunk=True, read_bound=119.5), asyncio.Timeout)
+    assert isinstance(attempt.limit(first_chunk=True, read_bound=299.5), asyncio.Timeout)
+
+
+async def _hanging_stream_server() -> tuple[object, str]:
+    """A local OpenRouter that opens a stream, sends one chunk, then goes silent."""
+    import asyncio
+
+    first = b'data: {"id":"gen-1","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}\n\n'
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))[15:])
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"%x\r\n%s\r\n" % (len(first), first))
+        await writer.drain()
+        await asyncio.sleep(10)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/api/v1"
+
+
+@pytest.mark.parametrize(
+    ("timeout", "deadline", "error", "message"),
+    [
+        (0.3, 60.0, OpenRouterTimeoutError, "cut after 1 chunks"),  # the transport's read timeout, no timer
+        (30.0, 0.4, OpenRouterTimeoutError, "0.4 s deadline"),  # the deadline is near: our timer
+    ],
+)
+async def test_a_silent_stream_still_ends_on_its_read_timeout_or_its_deadline(
+    timeout: float, deadline: float, error: type[Exception], message: str
+) -> None:
+    import time
+
+    server, url = await _hanging_stream_server()
+    service = OpenRouterService(KEY, base_url=url, timeout=timeout, deadline=deadline, max_retries=0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(error, match=message):
+            [c async for c in service.stream_chat_completion(USER)]
+    finally:
+        await service.aclose()
+        server.close()  # type: ignore[attr-defined]
+    assert time.monotonic() - started < 3.0

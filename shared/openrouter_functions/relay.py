@@ -75,23 +75,49 @@ def _has_output(chunk: dict[str, Any]) -> bool:
     return False
 
 
-def _collect(chunk: dict[str, Any], pieces: list[str]) -> None:
+def _text(chunk: dict[str, Any]) -> str | None:
     choices = chunk.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         delta = choices[0].get("delta")
-        if isinstance(delta, dict) and isinstance(delta.get("content"), str) and sum(map(len, pieces)) < PREVIEW_CHARS:
-            pieces.append(delta["content"])
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(content, str):
+            return content
+    return None
+
+
+def _read(data: bytes) -> dict[str, Any] | None:
+    try:
+        chunk = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return chunk if isinstance(chunk, dict) else None
+
+
+def _encode_batch(batch: list[bytes | SSEComment]) -> list[bytes]:
+    """A batch's events as SSE, in pieces to join: a chunk's JSON goes on as it came."""
+    parts: list[bytes] = []
+    for item in batch:
+        if isinstance(item, bytes):
+            parts += (b"data: ", item, b"\n\n")
+        else:
+            parts.append(encode_event(item))
+    return parts
 
 
 async def relay_stream(
     stream: ChatStream, exchange: Exchange, finish: Callable[[], Awaitable[None]], *, keep_previews: bool
 ) -> Response:
-    """The streaming response; ``finish`` (settle and log) runs once when the stream is over."""
-    events = stream.events()
-    # Wait for the first event so that a failure before the stream starts (bad model, upstream down
+    """The streaming response; ``finish`` (settle and log) runs once when the stream is over.
+
+    Each upstream read goes on in one write, however many events it held (never held back for more);
+    the final one carries the closing ``[DONE]`` with it. A chunk is read here only while the answer's
+    preview is being collected or its first output not yet seen.
+    """
+    batches = stream.batches()
+    # Wait for the first events so that a failure before the stream starts (bad model, upstream down
     # after retries) is an ordinary HTTP error, not a 200 whose body is an error.
     try:
-        first: dict[str, Any] | SSEComment | None = await events.__anext__()
+        first: list[bytes | SSEComment] | None = await batches.__anext__()
     except StopAsyncIteration:
         first = None
     except BaseException:
@@ -101,26 +127,39 @@ async def relay_stream(
 
     async def body() -> AsyncIterator[bytes]:
         pieces: list[str] = []
+        collected = 0 if keep_previews else PREVIEW_CHARS
+        done_sent = False
+        batch = first
         try:
-            if first is not None:
-                if isinstance(first, dict):
-                    _collect(first, pieces)
-                    if _has_output(first):
-                        exchange.first_output = time.perf_counter()
-                yield encode_event(first)
-            async for item in events:
-                if isinstance(item, dict):
-                    _collect(item, pieces)
-                    if exchange.first_output is None and _has_output(item):
-                        exchange.first_output = time.perf_counter()
-                yield encode_event(item)
-            yield DONE_EVENT
+            while batch is not None:
+                if collected < PREVIEW_CHARS or exchange.first_output is None:
+                    for item in batch:
+                        if not isinstance(item, bytes):
+                            continue
+                        chunk = _read(item)
+                        if chunk is None:
+                            continue
+                        if collected < PREVIEW_CHARS:
+                            text = _text(chunk)
+                            if text is not None:
+                                pieces.append(text)
+                                collected += len(text)
+                        if exchange.first_output is None and _has_output(chunk):
+                            exchange.first_output = time.perf_counter()
+                parts = _encode_batch(batch)
+                if stream.completed and not done_sent:
+                    parts.append(DONE_EVENT)
+                    done_sent = True
+                if parts:
+                    yield b"".join(parts)
+                batch = await anext(batches, None)
+            if not done_sent:
+                yield DONE_EVENT
         except OpenRouterError as exc:
             exchange.fail(reply_for(exc))
             exchange.status = 200  # the HTTP status already went out
             exchange.outcome = "upstream_error"
-            yield _error_event(stream, exc, exchange)
-            yield DONE_EVENT
+            yield _error_event(stream, exc, exchange) + DONE_EVENT
         except BaseException:
             exchange.outcome = "cancelled"
             raise

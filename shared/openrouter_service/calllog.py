@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import OpenRouterError
 from .messages import last_user_text
-from .redact import mask_secrets, mask_value, preview
+from .redact import PREVIEW_CHARS, mask_secrets, mask_value
 
 __all__ = ["CALL_EVENT", "ERROR_EVENT", "CallLog", "logger"]
 
@@ -53,7 +53,7 @@ class CallLog:
             "completion_tokens": usage.get("completion_tokens"),
             "cost": usage.get("cost"),
             "prompt_preview": self._prompt_preview(payload),
-            "response_preview": preview(self.mask(str(message.get("content") or ""))),
+            "response_preview": self._preview(str(message.get("content") or "")),
         }
         logger.info(CALL_EVENT, extra={"json_fields": fields})
 
@@ -68,11 +68,16 @@ class CallLog:
             "upstream_code": error.upstream_code,
             "latency_ms": round(latency_ms, 1),
             "attempts": error.attempts,
-            "error_message": preview(self.mask(error.message)),
+            "error_message": self._preview(error.message),
             "metadata": mask_value(error.metadata, self._secret) if error.metadata else None,
             "prompt_preview": self._prompt_preview(payload),
         }
         logger.warning(ERROR_EVENT, extra={"json_fields": fields})
 
     def _prompt_preview(self, payload: Mapping[str, Any]) -> str:
-        return preview(self.mask(last_user_text(payload.get("messages") or [])))
+        return self._preview(last_user_text(payload.get("messages") or []))
+
+    def _preview(self, text: str) -> str:
+        """``redact.preview`` of :meth:`mask`: masked once (the patterns find nothing new in masked text)."""
+        masked = mask_secrets(text, self._secret)
+        return masked if len(masked) <= PREVIEW_CHARS else masked[: PREVIEW_CHARS - 1] + "…"

@@ -35,6 +35,7 @@ from .settings import (
     DEFAULT_MODEL,
 )
 from .stream import ChatStream
+from .transport import Sender
 from .wire import Completion, check_completion, encode, failure_in, json_or_none, read_capped
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "ChatStream", "Completion", "OpenRouterService"]
@@ -115,6 +116,7 @@ class OpenRouterService:
             headers["X-Title"] = app_title  # still read by OpenRouter; older dashboards use it
         self._headers = headers
         self._stream_headers = {**headers, "Accept": "text/event-stream"}
+        self._senders: tuple[Sender, Sender] | None = None  # (plain, stream) for the current client
 
     # -- configuration -------------------------------------------------------------------------------
 
@@ -146,6 +148,7 @@ class OpenRouterService:
         if not value.startswith(("http://", "https://")):
             raise OpenRouterConfigError("OPENROUTER_BASE_URL must be an http(s) URL.")
         self._base_url = value.rstrip("/")
+        self._senders = None
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -156,6 +159,18 @@ class OpenRouterService:
                 transport=default_transport(),
             )
         return self._http
+
+    def _sender(self, stream: bool) -> Sender:
+        """What POSTs to ``/chat/completions`` on the current client, built once per client."""
+        client = self._client()
+        senders = self._senders
+        if senders is None or senders[0].client is not client:
+            url = f"{self.base_url}/chat/completions"
+            senders = self._senders = (
+                Sender(client, url, self._headers),
+                Sender(client, url, self._stream_headers),
+            )
+        return senders[stream]
 
     async def aclose(self) -> None:
         """Close the pooled HTTP client (not one that was injected)."""
@@ -359,11 +374,8 @@ class OpenRouterService:
     async def open_event_stream(self, payload: Mapping[str, Any], attempt: Attempt) -> httpx.Response:
         """Send ``payload`` as one streaming request: the open ``text/event-stream`` response, or raise
         the error OpenRouter answered with instead (its headers noted on ``attempt``)."""
-        client = self._client()
-        request = client.build_request(
-            "POST", f"{self.base_url}/chat/completions", content=encode(payload), headers=self._stream_headers
-        )
-        response = await client.send(request, stream=True)
+        sender = self._sender(True)
+        response = await sender.send(sender.request(encode(payload)))
         if response.status_code == 200 and response.headers.get("content-type", "").startswith("text/event-stream"):
             return response
         raw = await read_capped(response, self.max_response_bytes)
@@ -385,14 +397,12 @@ class OpenRouterService:
         self, payload: dict[str, Any], *, deadline: Deadline | None = None
     ) -> tuple[dict[str, Any], int]:
         """POST ``payload`` to ``/chat/completions`` with retries: (the validated body, attempts made)."""
-        body = encode(payload)
-        url = f"{self.base_url}/chat/completions"
-        client = self._client()
+        sender = self._sender(False)
+        request = sender.request(encode(payload))  # the same bytes for every attempt
         async for attempt in self.attempts(deadline):
             with attempt:
                 async with attempt.limit():
-                    request = client.build_request("POST", url, content=body, headers=self._headers)
-                    response = await client.send(request, stream=True)
+                    response = await sender.send(request)
                     if response.status_code == 200:
                         attempt.answered()
                     raw = await read_capped(response, self.max_response_bytes)

@@ -15,11 +15,11 @@ passed on: it quotes our request headers, our key among them.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import httpx
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "default_transport", "max_connections", "pool_limits"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "Sender", "default_transport", "max_connections", "pool_limits"]
 
 DEFAULT_MAX_CONNECTIONS = 1000
 
@@ -130,3 +130,57 @@ def default_transport() -> httpx.AsyncBaseTransport:
     if os.environ.get("OPENROUTER_HTTP_TRANSPORT", "aiohttp").lower() == "httpx":
         return httpx.AsyncHTTPTransport(limits=pool_limits())
     return _AiohttpTransport()
+
+
+class Sender:
+    """POSTs to one URL on one client, the request built from parts made once, straight on the transport.
+
+    ``client.build_request`` + ``client.send`` redo per call what never changes for us (parse the URL,
+    merge and normalise the headers, the timeout) and run machinery we never use (auth flow, redirects,
+    event hooks, the cookie jar, which builds a ``urllib`` request per answer); measured at ~40 µs of
+    build_request alone against ~5 µs here. A client that has any of that set up (auth, event hooks,
+    default params or cookies) goes the general way, as before. Proxies and mounts are honoured: the
+    transport is the one the client would pick for the URL.
+    """
+
+    __slots__ = ("_extensions", "_general", "_headers", "_transport", "_url", "client", "read_bound")
+
+    def __init__(self, client: httpx.AsyncClient, url: str, headers: Mapping[str, str]) -> None:
+        self.client = client
+        self._url = httpx.URL(url)
+        self._general = bool(
+            client.auth is not None or any(client.event_hooks.values()) or client.params or client.cookies
+        )
+        self._transport = client._transport_for_url(self._url)
+        self._extensions = {"timeout": client.timeout.as_dict()}
+        # Seconds within which one read of an answer's body ends, data or ReadTimeout: the client's read
+        # timeout, on a transport known to enforce it per read (None: no such bound is known).
+        known = isinstance(self._transport, _AiohttpTransport | httpx.AsyncHTTPTransport) or type(
+            self._transport
+        ).__module__.startswith("httpx_aiohttp")
+        self.read_bound: float | None = client.timeout.read if known else None
+        merged = httpx.Headers(client.headers)
+        merged.update(headers)
+        # Host first, as httpx puts it; Content-Length is added per body.
+        self._headers = httpx.Headers([(b"Host", self._url.netloc), *merged.raw])
+
+    def request(self, body: bytes) -> httpx.Request:
+        """The POST of ``body`` (reusable: sending it again sends the same bytes)."""
+        if self._general:
+            return self.client.build_request("POST", self._url, content=body, headers=self._headers)
+        request = httpx.Request(
+            "POST", self._url, headers=self._headers, extensions=self._extensions, stream=httpx.ByteStream(body)
+        )
+        request.headers["Content-Length"] = str(len(body))
+        request.read()
+        return request
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """The answer to ``request``, its body not yet read."""
+        if self._general:
+            return await self.client.send(request, stream=True)
+        if self.client.is_closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        return response
