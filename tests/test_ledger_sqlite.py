@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,50 @@ async def test_erasing_a_user_leaves_everyone_else(tmp_path: Path) -> None:
     assert erased == {"request_log": 1, "usage_daily": 1, "user_limits": 1, "rate_windows": 1, "ledger_reservations": 1}
     for table in ("request_log", "usage_daily", "user_limits", "rate_windows", "ledger_reservations"):
         assert {r["user_id"] for r in await ledger.rows(table)} == {OTHER}, table
+
+
+async def test_checkpoints_run_in_the_background_and_never_inside_a_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import openrouter_functions.ledger.sqlite as module
+
+    monkeypatch.setattr(module, "CHECKPOINT_EVERY", 3)
+    path = tmp_path / "ledger.sqlite3"
+    ledger = SQLiteLedger(path)
+    ran: list[str] = []
+    checkpoint_now = ledger._checkpoint_now
+
+    def counted() -> None:
+        ran.append(threading.current_thread().name)
+        checkpoint_now()
+
+    monkeypatch.setattr(ledger, "_checkpoint_now", counted)
+    for n in range(7):
+        assert (await ledger.begin(f"r{n}", USER, 0.01, Limits())).admitted
+        assert await ledger.finish(UsageRecord(f"r{n}", USER, "chat", admitted=True, cost_usd=0.001))
+    assert ledger._conn is not None
+    assert ledger._conn.execute("pragma wal_autocheckpoint").fetchone() == (0,)  # SQLite's own is off
+    await ledger.aclose()  # waits for a checkpoint still running
+
+    assert ran and set(ran) == {"sqlite-ledger-checkpoint"}
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("select requests, in_flight from usage_daily").fetchall() == [(7, 0)]
+
+
+async def test_a_failed_checkpoint_costs_nothing_but_a_log_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import openrouter_functions.ledger.sqlite as module
+
+    monkeypatch.setattr(module, "CHECKPOINT_EVERY", 1)
+    ledger = SQLiteLedger(tmp_path / "ledger.sqlite3")
+    assert (await ledger.begin("r1", USER, 0.01, Limits())).admitted  # the file and its tables exist
+    assert ledger._checkpointer is not None
+    ledger._checkpointer.join(10)
+    ledger.path = str(tmp_path / "missing" / "ledger.sqlite3")  # the checkpoint's connection cannot open it
+    assert await ledger.finish(UsageRecord("r1", USER, "chat", admitted=True))
+    assert ledger._checkpointer is not None
+    ledger._checkpointer.join(10)
+    assert "sqlite_checkpoint_failed" in caplog.text
+    assert (await ledger.begin("r2", USER, 0.01, Limits())).admitted
+    await ledger.aclose()

@@ -145,6 +145,34 @@ async def test_any_backend_exception_is_an_outage() -> None:
         await Meter(Exploding()).admit("ledger-1", USER, "chat", request_id="req-1")
 
 
+async def test_an_inline_backend_runs_without_a_timer_and_its_failures_are_still_outages() -> None:
+    class Inline(StubLedger):
+        inline = True  # like SQLite: its calls never hand the loop back, so no timer is armed around them
+
+    armed: list[float | None] = []
+    real_timeout = asyncio.timeout
+
+    def counting_timeout(delay: float | None) -> Any:
+        armed.append(delay)
+        return real_timeout(delay)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(asyncio, "timeout", counting_timeout)
+        meter = Meter(Inline())
+        assert await meter.admit("ledger-1", USER, "chat", request_id="req-1") == Ticket(
+            admitted=True, reserved_usd=0.01
+        )
+        await meter.settle(record(), request_id="req-1")
+        assert armed == []
+        await Meter(StubLedger()).admit("ledger-2", USER, "chat", request_id="req-2")
+        assert armed == [5.0]
+
+    failing = Meter(Inline(fails=True))
+    with pytest.raises(LedgerUnavailable):
+        await failing.admit("ledger-3", USER, "chat", request_id="req-3")
+    assert failing.suspended()
+
+
 async def test_settle_retries_with_backoff_then_gives_up() -> None:
     sleeps = Sleeps()
     backend = StubLedger(fails=True)

@@ -496,6 +496,16 @@ async def test_reservations_older_than_15_minutes_are_released_by_the_next_begin
     assert await store.usage(user.id) == [settled("0.02", in_flight=1, reserved_usd="0.01")]
 
 
+async def test_a_begin_repeated_after_its_reservation_went_stale_is_admitted_afresh(store: Store) -> None:
+    user, limits = User(), Limits(daily_requests=5)
+    assert (await store.ledger.begin(user.request("r"), user.id, 0.03, limits)).admitted
+    await store.age_reservations(user.id, 16)  # released by the sweep of the next begin: this one
+
+    assert await store.ledger.begin(user.request("r"), user.id, 0.01, limits) == Admission(True, reserved_usd=0.01)
+    assert await store.reservations(user.id) == [(user.request("r"), today(), Decimal("0.01"))]
+    assert await store.usage(user.id) == [Usage(today(), in_flight=1, reserved_usd=Decimal("0.01"))]
+
+
 async def test_release_stale_frees_only_reservations_older_than_asked(store: Store) -> None:
     """What a refused user gets back when a crashed instance holds part of its quota (Meter)."""
     user, other, limits = User(), User(), Limits(daily_requests=2)

@@ -8,6 +8,7 @@ the failure mode belong to :mod:`.meter`, so they are the same whichever store i
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass, fields
@@ -45,6 +46,7 @@ def storable(text: str | None, limit: int | None = None) -> str | None:
 _SUBJECTS = uuid.UUID("5b1f8a8e-7c1e-4a57-9d0f-6f7a0f1c2b3d")
 
 
+@functools.lru_cache(maxsize=4096)  # twice per request (admission, record) for a user seen before
 def ledger_user_id(user_id: str) -> str:
     """The uuid a caller's usage is kept under: Supabase user ids are uuids already; any other subject
     gets a stable uuid of its own (so two such users never share limits); the service role's bare key

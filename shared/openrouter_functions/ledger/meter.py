@@ -100,8 +100,13 @@ class Meter:
                 raise LedgerUnavailable("the ledger failed moments ago; not retried yet")
             self._probing = probe = True
         try:
-            async with asyncio.timeout(self.timeout if within is None else within):
+            if getattr(self.backend, "inline", False):
+                # The backend's calls never hand the loop back (SQLite, run inline): no timer could fire
+                # before they return, so arming one would only cost time.
                 result = await call()
+            else:
+                async with asyncio.timeout(self.timeout if within is None else within):
+                    result = await call()
             if probe:
                 self._down_until = 0.0  # the store is back
             return result

@@ -9,11 +9,17 @@ order, so the two read side by side; a change to one belongs in the other.
 ``BEGIN IMMEDIATE`` takes SQLite's write lock before anything is read. It plays the part of the SQL
 functions' lock on the user's ``usage_daily`` row (for every user at once, which a local run can
 afford), for every thread and process sharing the file.
+
+Commits write the WAL without syncing it (``synchronous=normal``); the checkpoints that copy it back
+into the database file (and sync both) run in a short-lived thread on a connection of its own, every
+:data:`CHECKPOINT_EVERY` commits, instead of inside a commit on the event loop: a checkpoint's syncs
+took up to tens of milliseconds there, holding every request the loop was serving.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
 import threading
@@ -29,8 +35,13 @@ from .sqlite_schema import PREVIEW_CHARS, SCHEMA_VERSION, TABLES, create_tables
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "SQLiteLedger"]
 
+log = logging.getLogger("openrouter_functions.ledger")
+
 STALE_AFTER = timedelta(minutes=15)
 PURGE_EVERY_SECONDS = 3600.0
+# Commits between two background checkpoints (SQLite's own automatic one, off here, comes every ~1,000
+# WAL pages; a request's begin and finish write about a dozen).
+CHECKPOINT_EVERY = 128
 
 # Errors a statement raises over the values it was given, not over the file: a lone surrogate in a
 # text (UnicodeEncodeError), an integer SQLite cannot hold (OverflowError), a number Decimal cannot
@@ -57,8 +68,27 @@ _LOG_COLUMNS = (
     "created_at",
 )
 
+_LOG_ROW = (
+    f"insert into request_log ({', '.join(_LOG_COLUMNS)}) "  # noqa: S608 - fixed column names
+    f"values ({', '.join('?' for _ in _LOG_COLUMNS)}) on conflict (request_id) do nothing"
+)
+
 # A user's usage row for a day, made sure to exist.
 _DAY_ROW = "insert into usage_daily (user_id, day, updated_at) values (?, ?, ?) on conflict do nothing"
+
+# What ledger_begin reads (parameters: user, day, stale-before, request id, window start): today's usage
+# row (nulls when there is none yet), whether stale reservations exist, the first admission of a repeated
+# begin, the user's own limits, and the requests counted in the current minute window.
+_BEGIN_READ = """
+select u.requests, u.in_flight, u.cost_usd, u.reserved_usd,
+       exists (select 1 from ledger_reservations where user_id = ?1 and created_at < ?3),
+       (select admission from ledger_reservations where request_id = ?4 and user_id = ?1),
+       (select rpm from user_limits where user_id = ?1),
+       (select daily_requests from user_limits where user_id = ?1),
+       (select daily_cost_usd from user_limits where user_id = ?1),
+       (select case when window_start = ?5 then requests else 0 end from rate_windows where user_id = ?1)
+  from (select 1) left join usage_daily u on u.user_id = ?1 and u.day = ?2
+"""
 
 # Usage settled by a finish: on the reservation's day releasing it, or on today for a request that ran
 # without one (then nothing is released).
@@ -90,8 +120,8 @@ def _money(value: Any) -> float | None:
 
 def _whole(value: Any) -> int | None:
     """A JSON number stored in an integer column: rounded half away from zero, as Postgres does."""
-    if value is None:
-        return None
+    if value is None or type(value) is int:  # most are whole already (not bool: Decimal refuses it)
+        return value
     return int(Decimal(repr(value)).quantize(Decimal(1), ROUND_HALF_UP))
 
 
@@ -139,6 +169,8 @@ class SQLiteLedger:
     """
 
     name = "sqlite"
+    # Every call runs to its end without yielding to the event loop: the meter arms no timeout around it.
+    inline = True
 
     def __init__(
         self, path: str | Path, *, clock: Callable[[], float] = time.time, retention_days: int | None = None
@@ -151,6 +183,9 @@ class SQLiteLedger:
         # also deletes request_log rows older than ``retention_days`` (None: kept).
         self.retention_days = retention_days
         self._next_purge = 0.0
+        self._wal = False  # the file is in WAL mode: checkpoints are ours to run (see the module's docstring)
+        self._commits = 0  # since the last background checkpoint
+        self._checkpointer: threading.Thread | None = None
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -158,8 +193,11 @@ class SQLiteLedger:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
             try:
-                conn.execute("pragma journal_mode=wal")
+                (mode,) = conn.execute("pragma journal_mode=wal").fetchone()
                 conn.execute("pragma synchronous=normal")
+                if mode == "wal":  # not for ":memory:"
+                    conn.execute("pragma wal_autocheckpoint=0")
+                    self._wal = True
                 create_tables(conn)
             except BaseException:
                 conn.close()
@@ -185,7 +223,36 @@ class SQLiteLedger:
                 if isinstance(exc, sqlite3.Error | OSError):
                     raise LedgerUnavailable(f"sqlite: {exc}") from exc
                 raise
+            if self._wal:
+                self._commits += 1
+                if self._commits >= CHECKPOINT_EVERY:
+                    self._checkpoint()
             return result
+
+    def _checkpoint(self) -> None:
+        """Start a checkpoint in the background, unless the previous one is still running."""
+        running = self._checkpointer
+        if running is not None and running.is_alive():
+            return
+        self._commits = 0
+        thread = threading.Thread(target=self._checkpoint_now, name="sqlite-ledger-checkpoint", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no new threads (the interpreter is shutting down): closing checkpoints anyway
+            return
+        self._checkpointer = thread
+
+    def _checkpoint_now(self) -> None:
+        """Copy the WAL into the database file (PASSIVE: waits for no reader or writer), on a connection of
+        its own, then close it. A failure costs nothing but a longer WAL: the next one catches up."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            try:
+                conn.execute("pragma wal_checkpoint(passive)").fetchone()
+            finally:
+                conn.close()
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("sqlite_checkpoint_failed", extra={"json_fields": {"error": str(exc)}})
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -223,38 +290,36 @@ class SQLiteLedger:
         if reserve < 0:
             raise LedgerUnavailable(f"sqlite: ledger_begin: p_reserve_usd must be >= 0, got {reserve_usd}")
 
+        # Everything the SQL function reads, in one statement: today's usage row, whether the user holds
+        # stale reservations, a first admission under this request id, the user's limits and their
+        # minute window. Under BEGIN IMMEDIATE's file lock nothing changes between reads, so one read
+        # sees what the SQL function's reads one after another see.
+        read = (user_id, day, stale_before, request_id, _timestamp(window))
+        state = conn.execute(_BEGIN_READ, read).fetchone()
+
         # The user's row for today exists from here on (the SQL function locks it; the file lock taken by
         # BEGIN IMMEDIATE already serializes us).
-        conn.execute(_DAY_ROW, (user_id, day, now))
+        if state[0] is None:
+            conn.execute(_DAY_ROW, (user_id, day, now))
 
-        # Release reservations whose instance died between begin and finish (older than 15 minutes).
-        _release(conn, user_id, stale_before, now)
-        requests, in_flight, cost_usd, reserved_usd = conn.execute(
-            "select requests, in_flight, cost_usd, reserved_usd from usage_daily where user_id = ? and day = ?",
-            (user_id, day),
-        ).fetchone()
+        # Release reservations whose instance died between begin and finish (older than 15 minutes); the
+        # sweep may have released today's usage, or this very request's first reservation: read again.
+        if state[4]:
+            _release(conn, user_id, stale_before, now)
+            state = conn.execute(_BEGIN_READ, read).fetchone()
+        requests, in_flight, cost_usd, reserved_usd = state[:4] if state[0] is not None else (0, 0, 0.0, 0.0)
 
         # A repeated begin (a retried call) gets the first admission back and reserves nothing more.
-        repeated = conn.execute(
-            "select admission from ledger_reservations where request_id = ? and user_id = ?", (request_id, user_id)
-        ).fetchone()
-        if repeated is not None:
-            first: dict[str, Any] = json.loads(repeated[0])
+        if state[5] is not None:
+            first: dict[str, Any] = json.loads(state[5])
             return first
 
         # Limits: the user's override, else the function's default; None means unlimited.
-        own = conn.execute(
-            "select rpm, daily_requests, daily_cost_usd from user_limits where user_id = ?", (user_id,)
-        ).fetchone() or (None, None, None)
-        rpm = own[0] if own[0] is not None else defaults.rpm
-        daily_requests = own[1] if own[1] is not None else defaults.daily_requests
-        daily_cost = _money(own[2] if own[2] is not None else defaults.daily_cost_usd)
+        rpm = state[6] if state[6] is not None else defaults.rpm
+        daily_requests = state[7] if state[7] is not None else defaults.daily_requests
+        daily_cost = _money(state[8] if state[8] is not None else defaults.daily_cost_usd)
 
-        counted = conn.execute(
-            "select case when window_start = ? then requests else 0 end from rate_windows where user_id = ?",
-            (_timestamp(window), user_id),
-        ).fetchone()
-        window_count = counted[0] if counted else 0
+        window_count = state[9] or 0
 
         if rpm is not None and window_count >= rpm:
             return _refusal("rate_limited", "rpm", _seconds_until(moment, window + timedelta(minutes=1)))
@@ -338,8 +403,7 @@ class SQLiteLedger:
         cost_usd = _money(row.get("cost_usd"))
 
         logged = conn.execute(
-            f"insert into request_log ({', '.join(_LOG_COLUMNS)}) "  # noqa: S608 - fixed column names
-            f"values ({', '.join('?' for _ in _LOG_COLUMNS)}) on conflict (request_id) do nothing",
+            _LOG_ROW,
             (
                 request_id,
                 user_id,
@@ -390,6 +454,10 @@ class SQLiteLedger:
         return True
 
     async def aclose(self) -> None:
+        checkpointer = self._checkpointer
+        if checkpointer is not None:
+            checkpointer.join(timeout=10.0)  # its connection goes before ours (the last one checkpoints)
+            self._checkpointer = None
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
