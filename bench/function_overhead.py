@@ -313,8 +313,16 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--in-memory", action="store_true", help="only the in-memory per-call measurement")
     args = parser.parse_args()
     starts, rounds, calls = (2, 3, 30) if args.quick else (args.starts, args.rounds, args.calls)
+    if args.in_memory:
+        memory = asyncio.run(in_memory(rounds, calls))
+        for name in ("noop", "client", "chat_off", "chat_sqlite"):
+            print(f"{name:12} median {memory[name]['median']:8.1f} us/call")
+        off, sqlite = memory["ours_us_ledger_off"], memory["ours_us_ledger_sqlite"]
+        print(f"ours ledger=off {off:.1f} us   ledger=sqlite {sqlite:.1f} us")
+        return
 
     with FakeServerProcess() as fake, tempfile.TemporaryDirectory() as ledger_dir:
         results: dict[str, Any] = {"benchmark": "function_overhead", "environment": environment()}

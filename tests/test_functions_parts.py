@@ -275,3 +275,50 @@ def test_label_values_and_series_are_bounded() -> None:
     assert len(counted) == MAX_SERIES + 1
     assert 'orf_requests_total{function="chat",model="other",outcome="client_error",status="other"} 1000.0' in counted
     assert metrics.value("orf_cost_usd_total", function="chat", model="m" * LABEL_CHARS) == 0.5
+
+
+class _RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 8080) if name == "sockname" else default
+
+
+def test_the_listener_writes_a_head_and_its_body_in_one_send() -> None:
+    import asyncio
+
+    from openrouter_functions.listener import _CoalescingTransport
+
+    async def scenario() -> _RecordingTransport:
+        inner = _RecordingTransport()
+        transport = _CoalescingTransport(inner, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        transport.write(b"body")
+        assert inner.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]  # joined, at once
+        transport.write(b"head of a stream")
+        assert inner.writes[1:] == []  # held until the next write or the end of this turn of the loop
+        await asyncio.sleep(0)
+        assert inner.writes[1:] == [b"head of a stream"]
+        transport.write(b"last words")
+        transport.close()  # nothing held is lost
+        assert inner.writes[2:] == [b"last words"] and inner.closed
+        assert transport.get_extra_info("sockname") == ("127.0.0.1", 8080)  # the rest is the transport's
+        await asyncio.sleep(0)
+        assert len(inner.writes) == 3
+        return inner
+
+    asyncio.run(scenario())

@@ -33,6 +33,11 @@ def _finite(text: str) -> float:
     return value
 
 
+# NaN and Infinity are Python's extensions, not JSON; upstream would get an invalid body. Built once
+# (json.loads with options builds a decoder per call).
+_DECODER = json.JSONDecoder(parse_constant=_not_json_constant, parse_float=_finite)
+
+
 def _check_tree(body: Any) -> None:
     """Refuse a body nested deeper than :data:`MAX_DEPTH` or holding a string no store can keep.
 
@@ -78,8 +83,7 @@ async def read_json(request: Request, limit: int) -> Any:
     if not raw.strip():
         raise ApiError(400, "invalid_request", "The request body is empty; send a JSON object.")
     try:
-        # NaN and Infinity are Python's extensions, not JSON; upstream would get an invalid body.
-        body = json.loads(raw, parse_constant=_not_json_constant, parse_float=_finite)
+        body = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))  # as json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
     except RecursionError:  # the parser's own depth limit (about 1,000 levels)

@@ -124,10 +124,14 @@ def error_body(error: ApiError) -> dict[str, Any]:
     return {"error": inner}
 
 
+# json.dumps with options builds an encoder per call; this one is built once (same output).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A compact JSON response."""
     # A lone surrogate from upstream cannot be UTF-8; written as its JSON escape it stays valid JSON.
-    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
+    payload = _ENCODER.encode(body).encode("utf-8", "backslashreplace")
     return Response(payload, status_code=status, headers=headers, media_type="application/json")
 
 

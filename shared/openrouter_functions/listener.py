@@ -58,6 +58,58 @@ def _raw_refusal(status: int, type: str, message: str, allowed_origins: Sequence
     return head.encode("latin-1") + b"\r\n" + body
 
 
+class _CoalescingTransport:
+    """The connection's transport, writing a response's head and body in one ``send``.
+
+    uvicorn writes a response's status line and headers, then its body, as two writes: two system calls
+    and two TCP segments per plain answer. Here a write is held until the next one (joined to it) or the
+    end of the current turn of the event loop, whichever comes first, so nothing waits longer than that
+    turn, and the order of bytes is unchanged. Everything else is the real transport's.
+    """
+
+    __slots__ = ("_flush_handle", "_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        pending = self._pending
+        if pending is None:
+            if self._transport.is_closing():
+                self._transport.write(data)  # asyncio's own handling of a write after close
+                return
+            self._pending = bytes(data)
+            self._loop.call_soon(self._flush)
+            return
+        self._pending = None
+        self._transport.write(pending + data)
+
+    def writelines(self, chunks: Any) -> None:
+        self.write(b"".join(chunks))
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            self._transport.write(pending)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = None
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + len(self._pending or b"")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a public listener's limits.
 
@@ -78,7 +130,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     head_timeout: float = HEAD_TIMEOUT
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override] # as uvicorn's own
-        super().connection_made(transport)
+        super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._head_bytes = 0
         self._in_head = True
         self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(self.head_timeout, self._head_too_slow)
@@ -95,12 +147,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
                 self._refuse(431, "headers_too_large", f"Request headers are limited to {self.max_head_bytes} bytes.")
+            elif self._head_timer is None:
+                # A request head begun in this read and not complete in it: its clock starts now (in
+                # the same turn of the loop as the head's first byte). A head that arrives whole, as
+                # nearly all do, never needs a timer.
+                self._head_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head, self._head_bytes = True, 0
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
 
     def on_headers_complete(self) -> None:
         self._in_head = False

@@ -43,6 +43,10 @@ class MaskSecrets(logging.Filter):
         return True
 
 
+# Built once: json.dumps with options builds an encoder for every line.
+_STRICT_ENCODER = json.JSONEncoder(default=str, allow_nan=False)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: severity from the level, the message, the logger, the fields."""
 
@@ -60,7 +64,7 @@ class JsonFormatter(logging.Formatter):
             # A traceback can quote a header or a URL with a key in it; it is masked like everything else.
             line["exception"] = mask_secrets(self.formatException(record.exc_info))
         try:
-            return json.dumps(line, default=str, allow_nan=False)
+            return _STRICT_ENCODER.encode(line)  # json.dumps(line, default=str, allow_nan=False)
         except ValueError:  # a NaN or infinity somewhere in the fields: rare, so only then walked
             return json.dumps(_strict(line), default=str)
 

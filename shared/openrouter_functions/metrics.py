@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest, values
-from prometheus_client.multiprocess import MultiProcessCollector
 
 __all__ = [
     "CONTENT_TYPE",
@@ -229,6 +228,8 @@ class Metrics:
     def exposition(self) -> bytes:
         """Everything in Prometheus' text format, merged across processes in multi-process mode."""
         if multiprocess_mode():
+            from prometheus_client.multiprocess import MultiProcessCollector  # only multi-process mode reads it
+
             registry = CollectorRegistry(auto_describe=False)
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)

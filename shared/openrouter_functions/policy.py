@@ -1,5 +1,8 @@
 """Request policy: which models may be called, how many output tokens, what the prompt guard says.
 
+The prompt guard (its compiled rules take about 70 ms to load) is imported on the first call that needs
+it, so an instance that never scans (``health``, ``PROMPT_GUARD=off``) never loads it.
+
 A pure step: it reads the caller's parameters and returns what to send, never changing the caller's
 objects and never raising. When the request is outside the operator's policy the decision carries the
 400 a caller should see (``refusal``); the pipeline records what the decision says, then raises it.
@@ -15,7 +18,6 @@ from openrouter_service.messages import normalize_model
 
 from .config import Settings
 from .envelope import ApiError
-from .guard import scan_messages
 
 __all__ = ["Decision", "apply_policy", "model_allowed"]
 
@@ -81,6 +83,8 @@ def apply_policy(
 
     if settings.prompt_guard == "off":
         return Decision(model, send)
+    from .guard import scan_messages  # loaded once, on the first request the guard reads
+
     hits = scan_messages(messages, params)  # every caller-written text, whatever its role
     rules = tuple(hit.rule for hit in hits)
     high = tuple(hit.rule for hit in hits if hit.confidence == "high")
