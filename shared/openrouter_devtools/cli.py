@@ -6,8 +6,6 @@ import argparse
 import os
 import sys
 
-from .fake_upstream import cli as fake_upstream
-
 __all__ = ["main"]
 
 
@@ -17,7 +15,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     fake = sub.add_parser("fake-upstream", help="run a fake OpenRouter server on loopback for offline work")
-    fake_upstream.add_arguments(fake)
+    chosen = sys.argv[1:] if argv is None else argv
+    if "fake-upstream" in chosen:  # the fake server's modules load only when it is the command (cold start)
+        from .fake_upstream import cli as fake_upstream
+
+        fake_upstream.add_arguments(fake)
 
     run = sub.add_parser("serve", help="serve /chat, /completion, /health and /metrics on one port")
     run.add_argument("--host", default="127.0.0.1")
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve(args.host, args.port, args.functions_dir, limit_concurrency=args.limit_concurrency)
     if args.command == "fake-upstream":
+        from .fake_upstream import cli as fake_upstream
+
         return fake_upstream.run(args)
     parser.error(f"unknown command {args.command}")  # pragma: no cover
     return 2

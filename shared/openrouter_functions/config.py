@@ -5,12 +5,11 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_core import PydanticUseDefault
-from pydantic_settings import NoDecode
 
 from openrouter_service.settings import ClientSettings, blank_is_unset, url_or_unset
 from openrouter_service.transport import max_connections
@@ -28,7 +27,8 @@ __all__ = [
     "plain_http_allowed",
 ]
 
-CsvList = Annotated[tuple[str, ...], NoDecode]
+# A comma-separated list: the variable's text reaches _split_csv as it is (ClientSettings never decodes JSON).
+CsvList = tuple[str, ...]
 
 # Conservative limits out of the box (README "Configuration" says why); each can be raised, or switched
 # off by setting it to UNLIMITED. A blank variable keeps the default: an empty CI variable must not

@@ -6,11 +6,11 @@ The functions' own settings extend :class:`ClientSettings`, so a deployed functi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 if TYPE_CHECKING:
     from .client import OpenRouterService
@@ -50,10 +50,20 @@ def url_or_unset(value: object) -> object:
     return value.rstrip("/") if isinstance(value, str) else value
 
 
-class ClientSettings(BaseSettings):
-    """``OPENROUTER_*`` and ``DEFAULT_SYSTEM_PROMPT``; the key is a ``SecretStr`` so it never prints."""
+class ClientSettings(BaseModel):
+    """``OPENROUTER_*`` and ``DEFAULT_SYSTEM_PROMPT``; the key is a ``SecretStr`` so it never prints.
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True, frozen=True)
+    Built with no arguments (or some), it reads the process environment as pydantic-settings' environment
+    source did: each field from the variable of its name in any case, the value as given (never decoded
+    as JSON), keyword arguments winning. Not pydantic-settings itself: its import pulls in sources we never
+    use (dotenv, TOML, YAML, cloud secret stores) and took ~40 ms of a cold start; ``.env`` is the local
+    server's own, loaded into the environment before anything reads it.
+    """
+
+    # defer_build: a subclass (the functions' Settings) does not pay for building this class's validator.
+    model_config = ConfigDict(
+        extra="ignore", populate_by_name=True, frozen=True, validate_default=True, defer_build=True
+    )
 
     openrouter_api_key: SecretStr | None = None
     openrouter_base_url: str = DEFAULT_BASE_URL
@@ -70,14 +80,21 @@ class ClientSettings(BaseSettings):
     _blank_key_is_unset = field_validator("openrouter_api_key", mode="before")(blank_is_unset)
     _url_without_slash = field_validator("openrouter_app_url", mode="before")(url_or_unset)
 
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{**self._values_in(os.environ), **values})
+
+    @classmethod
+    def _values_in(cls, env: Mapping[str, str]) -> dict[str, str]:
+        """The fields' variables in ``env``, by field name (any case; of two spellings the later wins)."""
+        fields = cls.model_fields
+        return {key: value for key, value in ((k.lower(), v) for k, v in env.items()) if key in fields}
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         """Settings from ``env`` when given (tests), else from the process environment."""
         if env is None:
             return cls()
-        fields = set(cls.model_fields)
-        values = {k.lower(): v for k, v in env.items() if k.lower() in fields}
-        return cls.model_validate(values)
+        return cls.model_validate(cls._values_in(env))
 
     def openrouter_api_key_value(self) -> str | None:
         """The OpenRouter key in clear, for the one place that sends it."""
