@@ -942,7 +942,7 @@ def report(
 
     print(
         "  (the fake sends a stream's events back to back, so they reach a passthrough in a few TCP reads that it\n"
-        "  forwards whole; ours parses every event and writes each one on its own, as it must with a real upstream)"
+        "  forwards whole; ours also forwards each read in one write, but looks at every event for usage and errors)"
     )
     print()
     print("ratios (median of per-round ratios)")
