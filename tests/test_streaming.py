@@ -387,3 +387,20 @@ async def test_batches_put_a_multiline_event_on_one_line(make_service: Build) ->
     service, _ = make_service(lambda r: stream_response(body + b"data: [DONE]\n\n"))
     (batch,) = [b async for b in service.stream_chat_completion(USER).batches()]
     assert batch == [b'{"id":"gen-9","choices":[{"delta":{"content":"a"},"finish_reason":"stop"}]}']
+
+
+async def test_batches_read_chunks_whose_keys_are_escaped(make_service: Build) -> None:
+    """`"\\u0065rror"` is valid JSON for `"error"`: an upstream cannot slip an error or usage past the filter."""
+    escaped_error = b'{"id":"gen-1","\\u0065rror":{"code":502,"message":"provider died"}}'
+    escaped_usage = b'{"id":"gen-1","choices":[],"\\u0075sage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3,"cost":0.5}}'
+    service, _ = make_service(
+        lambda r: stream_response(sse(chunk("Hel")) + b"data: " + escaped_usage + b"\n\ndata: [DONE]\n\n")
+    )
+    stream = service.stream_chat_completion(USER)
+    _ = [b async for b in stream.batches()]
+    assert stream.usage is not None and stream.usage["cost"] == 0.5
+
+    service, _ = make_service(lambda r: stream_response(sse(chunk("Hel")) + b"data: " + escaped_error + b"\n\n"))
+    with pytest.raises(OpenRouterError):
+        async for _batch in service.stream_chat_completion(USER).batches():
+            pass

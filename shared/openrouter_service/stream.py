@@ -40,12 +40,14 @@ async def _drain(body: AsyncIterator[bytes]) -> None:
 
 def _plain(data: bytes) -> bool:
     """True when an event's data can go on as it came without reading it: one line of what looks like a
-    JSON object that cannot carry anything we note (usage, an error, a finish reason)."""
+    JSON object that cannot carry anything we note (usage, an error, a finish reason). A chunk with a
+    backslash-u escape is always read: an escaped key can spell "error" or "usage"."""
     return (
         data[:1] == b"{"
         and data[-1:] == b"}"
         and b'"usage"' not in data
         and b'"error"' not in data
+        and b"\\u" not in data
         and b"\n" not in data
         and data.count(_FINISH) == data.count(_NO_FINISH)
     )

@@ -18,6 +18,7 @@ took up to tens of milliseconds there, holding every request the loop was servin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -456,7 +457,9 @@ class SQLiteLedger:
     async def aclose(self) -> None:
         checkpointer = self._checkpointer
         if checkpointer is not None:
-            checkpointer.join(timeout=10.0)  # its connection goes before ours (the last one checkpoints)
+            # Off the event loop: a checkpoint still running must not stall shutdown's other work. Its
+            # connection goes before ours (the last one checkpoints).
+            await asyncio.to_thread(checkpointer.join, 10.0)
             self._checkpointer = None
         with self._lock:
             if self._conn is not None:
