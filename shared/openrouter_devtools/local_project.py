@@ -37,6 +37,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from openrouter_functions.cors import ALLOWED_HEADERS, cors_headers
 from openrouter_functions.envelope import ApiError, error_response
+from openrouter_functions.ledger.sqlite import LOG_COLUMNS
 
 if TYPE_CHECKING:
     from openrouter_functions.config import Settings
@@ -85,25 +86,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "reserved_usd",
         "updated_at",
     ),
-    "request_log": (
-        "request_id",
-        "user_id",
-        "function",
-        "model",
-        "status",
-        "error_type",
-        "outcome",
-        "latency_ms",
-        "attempts",
-        "prompt_tokens",
-        "completion_tokens",
-        "total_tokens",
-        "cost_usd",
-        "generation_id",
-        "prompt_preview",
-        "response_preview",
-        "created_at",
-    ),
+    "request_log": LOG_COLUMNS,
 }
 _TIMESTAMPS = frozenset({"created_at", "updated_at"})
 MAX_ROWS = 1000  # a Supabase project's default `max_rows`

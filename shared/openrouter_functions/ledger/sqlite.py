@@ -34,7 +34,7 @@ from typing import Any
 from . import Admission, LedgerRejected, LedgerUnavailable, Limits, UsageRecord
 from .sqlite_schema import PREVIEW_CHARS, SCHEMA_VERSION, TABLES, create_tables
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "SQLiteLedger"]
+__all__ = ["LOG_COLUMNS", "SCHEMA_VERSION", "TABLES", "SQLiteLedger"]
 
 log = logging.getLogger("openrouter_functions.ledger")
 
@@ -49,7 +49,7 @@ CHECKPOINT_EVERY = 128
 # round (decimal.InvalidOperation, an ArithmeticError), a CHECK the row breaks.
 _DATA_ERRORS = (sqlite3.DataError, sqlite3.IntegrityError, ValueError, ArithmeticError)
 
-_LOG_COLUMNS = (
+LOG_COLUMNS = (
     "request_id",
     "user_id",
     "function",
@@ -70,8 +70,8 @@ _LOG_COLUMNS = (
 )
 
 _LOG_ROW = (
-    f"insert into request_log ({', '.join(_LOG_COLUMNS)}) "  # noqa: S608 - fixed column names
-    f"values ({', '.join('?' for _ in _LOG_COLUMNS)}) on conflict (request_id) do nothing"
+    f"insert into request_log ({', '.join(LOG_COLUMNS)}) "  # noqa: S608 - fixed column names
+    f"values ({', '.join('?' for _ in LOG_COLUMNS)}) on conflict (request_id) do nothing"
 )
 
 # A user's usage row for a day, made sure to exist.
