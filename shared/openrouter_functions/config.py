@@ -115,6 +115,12 @@ class Settings(ClientSettings):
     # row goes to the usage_unrecorded log line instead. Raise it for a store that is slow under load.
     ledger_settle_seconds: float = Field(default=1.0, gt=0, le=30)
 
+    # Conversations (docs/threads.md): the history a threaded turn sends upstream, and how often a running
+    # answer is written to its message row (and the stop flag read).
+    thread_history_messages: int = Field(default=50, ge=1, le=1000)
+    thread_history_tokens: int = Field(default=16_000, ge=100)
+    thread_flush_seconds: float = Field(default=0.5, ge=0.05, le=30)
+
     # Capacity and shutdown (capacity.py)
     max_in_flight: int | None = Field(default=None, gt=0)
     shutdown_drain_seconds: float = Field(default=8.0, ge=0)

@@ -15,7 +15,7 @@ __all__ = ["ALLOWED_HEADERS", "cors_headers", "origin_allowed", "origin_problem"
 
 ALLOWED_HEADERS = "authorization, x-client-info, apikey, content-type, x-request-id, x-region"
 ALLOWED_METHODS = "GET, POST, OPTIONS"
-EXPOSED_HEADERS = "X-Request-Id, Retry-After, WWW-Authenticate"
+EXPOSED_HEADERS = "X-Request-Id, Retry-After, WWW-Authenticate, X-Thread-Id, X-Message-Id"
 
 # What a browser sends in `Origin`: scheme "://" host [":" port], lower case, nothing after.
 _ORIGIN = re.compile(

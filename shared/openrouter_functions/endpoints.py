@@ -15,16 +15,23 @@ from openrouter_service.client import Completion
 from openrouter_service.messages import last_user_text
 
 from .bodies import parse_chat, parse_completion
-from .envelope import json_response
+from .conversation import parse_thread_ask
+from .envelope import ApiError, json_response
+from .exchange import Exchange
 from .health import check_health
-from .pipeline import Call, CallSpec, serve_request
+from .pipeline import Call, CallSpec, route, run_call, serve_request, stop_generation
+from .runtime import Runtime
 
 __all__ = ["chat_endpoint", "completion_endpoint", "health_endpoint"]
 
 
 def _chat_call(body: Any) -> Call:
+    thread = parse_thread_ask(body) if isinstance(body, dict) else None
     chat = parse_chat(body)
-    return Call(chat.messages, chat.params, chat.response_format, chat.stream, last_user_text(chat.messages))
+    if thread is not None and chat.response_format is not None:
+        raise ApiError(400, "invalid_request", "response_format cannot be combined with thread_id.")
+    prompt = last_user_text(chat.messages)
+    return Call(chat.messages, chat.params, chat.response_format, chat.stream, prompt, thread)
 
 
 def _chat_answer(completion: Completion, call: Call) -> Response:
@@ -72,9 +79,20 @@ COMPLETION = CallSpec(
 )
 
 
+# The chat function's own paths, and its stop endpoint (docs/threads.md).
+STOP_PATH = "/stop"
+_CHAT_ROUTES = CHAT.paths | {STOP_PATH}
+
+
+async def _chat(request: Request, exchange: Exchange, runtime: Runtime) -> Response:
+    if route(request, CHAT.name, _CHAT_ROUTES) == STOP_PATH:
+        return await stop_generation(request, exchange, runtime)
+    return await run_call(request, exchange, runtime, CHAT)
+
+
 async def chat_endpoint(request: Request) -> Response:
-    """The ``chat`` function: OpenAI chat completions, plain or streamed."""
-    return await serve_request(request, CHAT.name, CHAT.handle)
+    """The ``chat`` function: OpenAI chat completions, plain or streamed, optionally on a stored thread."""
+    return await serve_request(request, CHAT.name, _chat)
 
 
 async def completion_endpoint(request: Request) -> Response:

@@ -62,6 +62,7 @@ class Exchange:
     model: str | None = None
     status: int = 200
     error_type: str | None = None
+    error_message: str | None = None
     attempts: int = 0
     usage: dict[str, Any] | None = None
     generation_id: str | None = None
@@ -71,9 +72,11 @@ class Exchange:
     outcome: str = "ok"
     stream: bool = False  # the caller asked for a stream
     first_output: float | None = None  # perf_counter when a stream's first chunk with model output went out
+    metered: bool = True  # False for answers that call no model (a stop request): no ledger record
+    turn: Any = None  # the threaded turn (conversation.TurnState) whose message this request writes
 
     def fail(self, error: ApiError) -> None:
-        self.status, self.error_type = error.status, error.type
+        self.status, self.error_type, self.error_message = error.status, error.type, error.message
         self.outcome = "error"
 
     def note_completion(self, completion: Completion, *, keep_previews: bool) -> None:
@@ -98,10 +101,10 @@ class Exchange:
         assert self.user_id is not None
         usage = self.usage or {}
         cost_usd = _cost(usage)
-        if cost_usd is None and self.outcome in ("cancelled", "upstream_error") and self.admitted:
-            # The caller hung up, or the stream failed upstream after it started, before the provider's
-            # usage arrived; OpenRouter still bills what was generated. Charging the reservation keeps
-            # either from being a way around the budget.
+        if cost_usd is None and self.outcome in ("cancelled", "stopped", "upstream_error") and self.admitted:
+            # The caller hung up or stopped the answer, or the stream failed upstream after it started,
+            # before the provider's usage arrived; OpenRouter still bills what was generated. Charging the
+            # reservation keeps each from being a way around the budget.
             cost_usd = self.reserved_usd
         return UsageRecord(
             request_id=self.ledger_id,
@@ -130,7 +133,7 @@ class Exchange:
         instance shutting down); ``cancelled`` when the caller left; ``client_error`` for another 4xx."""
         if self.status >= 500 or self.outcome == "upstream_error" or self.error_type == "shutting_down":
             return "error"
-        if self.outcome == "cancelled":
+        if self.outcome in ("cancelled", "stopped"):
             return "cancelled"
         return "client_error" if self.status >= 400 else "ok"
 

@@ -13,8 +13,8 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.requests import Request
@@ -29,14 +29,17 @@ from .capacity import IN_FLIGHT
 from .cors import cors_headers, preflight_headers
 from .envelope import ApiError, error_response, reply_for
 from .exchange import Exchange
-from .ledger import LedgerUnavailable
+from .ledger import LedgerUnavailable, UsageRecord, ledger_user_id
 from .metrics import METRICS
 from .metrics_route import metrics_scrape
 from .policy import apply_policy
 from .relay import relay_stream
 from .runtime import Runtime, get_runtime
 
-__all__ = ["Call", "CallSpec", "run_call", "serve_request"]
+if TYPE_CHECKING:
+    from .conversation import ThreadAsk
+
+__all__ = ["Call", "CallSpec", "run_call", "serve_request", "stop_generation"]
 
 log = logging.getLogger("openrouter_functions")
 
@@ -54,6 +57,7 @@ class Call:
     response_format: dict[str, Any] | None = None
     stream: bool = False
     prompt: str = ""
+    thread: ThreadAsk | None = None  # a turn on a stored thread (docs/threads.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,18 +163,111 @@ async def run_call(request: Request, exchange: Exchange, runtime: Runtime, spec:
 async def _call(runtime: Runtime, exchange: Exchange, spec: CallSpec, call: Call, params: dict[str, Any]) -> Response:
     """The admitted upstream call, plain or streamed (settled whatever happens)."""
     service, settings = runtime.service, runtime.settings
+    turn = None
+    if call.thread is not None:
+        turn = await _start_turn(runtime, exchange, call.thread)
+        call = replace(call, messages=turn.turn.history)
     try:
         if call.stream:
             stream = service.stream_chat_completion(call.messages, model_params=params)
             return await relay_stream(
-                stream, exchange, lambda: _finish(runtime, exchange), keep_previews=settings.log_prompts
+                stream,
+                exchange,
+                lambda: _finish(runtime, exchange),
+                keep_previews=settings.log_prompts,
+                turn=turn,
+                background_seconds=settings.openrouter_deadline,
             )
-        completion = await service.complete(call.messages, model_params=params, response_format=call.response_format)
+        if turn is None:
+            completion = await service.complete(
+                call.messages, model_params=params, response_format=call.response_format
+            )
+        else:
+            completion = await turn.run(
+                lambda: service.complete(call.messages, model_params=params, response_format=call.response_format)
+            )
+            if completion is None:  # stopped (POST .../stop) before the model answered
+                stopped = ApiError(409, "generation_stopped", "The answer was stopped before the model finished it.")
+                exchange.status, exchange.error_type, exchange.error_message = 409, stopped.type, stopped.message
+                exchange.outcome = "stopped"
+                return error_response(stopped)
+            turn.pieces[:] = [completion.content or ""]
+            choices = completion.data.get("choices")
+            if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+                reason = choices[0].get("finish_reason")
+                turn.finish_reason = reason if isinstance(reason, str) else None
     except OpenRouterError as exc:
         exchange.note_failure(exc)
         raise
     exchange.note_completion(completion, keep_previews=settings.log_prompts)
     return spec.respond(completion, call)
+
+
+async def _start_turn(runtime: Runtime, exchange: Exchange, ask: ThreadAsk) -> Any:
+    """Lock (or create) the thread, store the user message and an empty answer; the running turn."""
+    from .conversation import TurnState, begin_turn
+    from .threads import TurnRequest
+
+    store = runtime.threads
+    if store is None:
+        raise ApiError(400, "threads_unavailable", "Conversations need a ledger store; LEDGER_BACKEND is off.")
+    settings = runtime.settings
+    assert exchange.user_id is not None
+    assert exchange.model is not None
+    request = TurnRequest(
+        user_id=ledger_user_id(exchange.user_id),
+        thread_id=ask.thread_id,
+        user_text=ask.user_text,
+        model=exchange.model,
+        request_id=exchange.ledger_id,
+        max_messages=settings.thread_history_messages,
+        max_tokens=settings.thread_history_tokens,
+        stale_seconds=runtime.stale_seconds,
+        system=ask.system,
+    )
+    turn = await begin_turn(store, request)
+    state = TurnState(
+        store,
+        turn,
+        flush_seconds=settings.thread_flush_seconds,
+        background=ask.background,
+        settle_seconds=settings.ledger_settle_seconds,
+    )
+    exchange.turn = state
+    state.start()
+    return state
+
+
+async def stop_generation(request: Request, exchange: Exchange, runtime: Runtime) -> Response:
+    """``POST <chat>/stop {"thread_id", "message_id"?}``: stop the thread's running answer (docs/threads.md)."""
+    from .conversation import stop_answer
+    from .envelope import json_response
+    from .threads import parse_thread_id
+
+    require_method(request, "POST")
+    exchange.metered = False  # nothing is called upstream: no ledger record, no quota spent
+    caller = await runtime.authenticate(request.headers.get("authorization"))
+    runtime.refuse_if_unsafe()
+    exchange.user_id, exchange.is_service = caller.user_id, caller.is_service
+    body = await read_json(request, runtime.settings.max_body_bytes)
+    if not isinstance(body, dict) or set(body) - {"thread_id", "message_id"}:
+        raise ApiError(400, "invalid_request", 'Send {"thread_id": "<uuid>"}, optionally with "message_id".')
+    thread_id = parse_thread_id(body.get("thread_id"))
+    message_id = parse_thread_id(body["message_id"]) if body.get("message_id") is not None else None
+    if thread_id is None or (body.get("message_id") is not None and message_id is None):
+        raise ApiError(400, "invalid_request", "thread_id (and message_id, when given) must be uuids.")
+    store = runtime.threads
+    if store is None:
+        raise ApiError(400, "threads_unavailable", "Conversations need a ledger store; LEDGER_BACKEND is off.")
+    answer = await stop_answer(
+        store,
+        ledger_user_id(caller.user_id),
+        thread_id,
+        message_id,
+        stale_seconds=runtime.stale_seconds,
+        flush_seconds=runtime.settings.thread_flush_seconds,
+    )
+    return json_response(answer)
 
 
 async def _admit(runtime: Runtime, exchange: Exchange) -> None:
@@ -194,15 +291,21 @@ async def _admit(runtime: Runtime, exchange: Exchange) -> None:
 
 
 async def _finish(runtime: Runtime | None, exchange: Exchange) -> None:
-    """The ledger record (retried, never lost silently) and the log line, once per request."""
-    if runtime is not None and exchange.user_id is not None and not exchange.ledger_refused:
+    """The thread's message, the ledger record (retried, never lost silently) and the log line, once per
+    request."""
+    record: UsageRecord | None = None
+    meter = None
+    if runtime is not None and exchange.user_id is not None and not exchange.ledger_refused and exchange.metered:
         try:
             meter = runtime.meter
         except ApiError:
             meter = None
-        if meter is not None and meter.backend is not None:  # metering off: no record to build
+        if (meter is not None and meter.backend is not None) or exchange.turn is not None:
             record = exchange.usage_record(keep_previews=runtime.settings.log_prompts)
-            await meter.settle(record, request_id=exchange.request_id)
+    if exchange.turn is not None:  # the answer's final text, status, usage and cost (what is settled)
+        await exchange.turn.end(exchange, record)
+    if record is not None and meter is not None and meter.backend is not None:  # metering off: no record
+        await meter.settle(record, request_id=exchange.request_id)
     exchange.record()
 
 
@@ -240,6 +343,9 @@ async def serve_request(request: Request, function: str, handler: Handler) -> Re
         raise
     response.headers.update(cors_headers(origin, allowed))
     response.headers["X-Request-Id"] = exchange.request_id
+    if exchange.turn is not None:
+        response.headers["X-Thread-Id"] = exchange.turn.turn.thread_id
+        response.headers["X-Message-Id"] = exchange.turn.message_id
     if not streaming:  # a stream settles when it ends (relay)
         await _finish(runtime, exchange)
     return response

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.responses import Response, StreamingResponse
@@ -23,6 +23,9 @@ from openrouter_service.sse import SSEComment
 
 from .envelope import reply_for
 from .exchange import Exchange
+
+if TYPE_CHECKING:
+    from .conversation import TurnState
 
 __all__ = ["encode_event", "relay_stream"]
 
@@ -104,14 +107,43 @@ def _encode_batch(batch: list[bytes | SSEComment]) -> list[bytes]:
     return parts
 
 
+def _stopped_event(stream: ChatStream, exchange: Exchange) -> bytes:
+    """The last chunk of an answer stopped on request (``POST .../stop``) before the model finished."""
+    event = {
+        "id": stream.generation_id or exchange.request_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": stream.model or exchange.model,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "stopped": True,
+    }
+    return encode_event(event)
+
+
+async def _read_on(batches: AsyncIterator[list[bytes | SSEComment]], turn: TurnState) -> None:
+    """The rest of the answer after its caller left (``background``), taken into the turn's message."""
+    while (batch := await turn.read(batches)) is not None:
+        for item in batch:
+            if isinstance(item, bytes) and (chunk := _read(item)) is not None:
+                turn.observe(chunk)
+
+
 async def relay_stream(
-    stream: ChatStream, exchange: Exchange, finish: Callable[[], Awaitable[None]], *, keep_previews: bool
+    stream: ChatStream,
+    exchange: Exchange,
+    finish: Callable[[], Awaitable[None]],
+    *,
+    keep_previews: bool,
+    turn: TurnState | None = None,
+    background_seconds: float = 0.0,
 ) -> Response:
     """The streaming response; ``finish`` (settle and log) runs once when the stream is over.
 
     Each upstream read goes on in one write, however many events it held (never held back for more);
     the final one carries the closing ``[DONE]`` with it. A chunk is read here only while the answer's
-    preview is being collected or its first output not yet seen.
+    preview is being collected or its first output not yet seen, or when a threaded ``turn`` keeps the
+    answer (docs/threads.md): then a stop ends the stream early, and with ``turn.background`` a caller who
+    hangs up leaves the rest of the answer to be read into the message (for at most ``background_seconds``).
     """
     batches = stream.batches()
     # Wait for the first events so that a failure before the stream starts (bad model, upstream down
@@ -132,13 +164,15 @@ async def relay_stream(
         batch = first
         try:
             while batch is not None:
-                if collected < PREVIEW_CHARS or exchange.first_output is None:
+                if turn is not None or collected < PREVIEW_CHARS or exchange.first_output is None:
                     for item in batch:
                         if not isinstance(item, bytes):
                             continue
                         chunk = _read(item)
                         if chunk is None:
                             continue
+                        if turn is not None:
+                            turn.observe(chunk)
                         if collected < PREVIEW_CHARS:
                             text = _text(chunk)
                             if text is not None:
@@ -152,7 +186,12 @@ async def relay_stream(
                     done_sent = True
                 if parts:
                     yield b"".join(parts)
-                batch = await anext(batches, None)
+                batch = await anext(batches, None) if turn is None else await turn.read(batches)
+            if turn is not None and turn.stopped:
+                exchange.outcome = "stopped"
+                if not done_sent:
+                    yield _stopped_event(stream, exchange) + DONE_EVENT
+                    done_sent = True
             if not done_sent:
                 yield DONE_EVENT
         except OpenRouterError as exc:
@@ -162,9 +201,23 @@ async def relay_stream(
             yield _error_event(stream, exc, exchange) + DONE_EVENT
         except BaseException:
             exchange.outcome = "cancelled"
+            if turn is not None and turn.background and not stream.completed and exchange.error_type is None:
+                # The caller left (a page reload): the answer goes on into its message, bounded in time.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(background_seconds) as scope:
+                    try:
+                        await _read_on(batches, turn)
+                    except OpenRouterError as exc:
+                        exchange.fail(reply_for(exc))
+                        exchange.status, exchange.outcome = 200, "upstream_error"
+                    else:
+                        exchange.outcome = "stopped" if turn.stopped else "ok"
+                if scope.cancelled_caught:
+                    exchange.outcome = "cancelled"
             raise
         finally:
             with anyio.CancelScope(shield=True):
+                if turn is not None:
+                    await turn.abandon_read()
                 await stream.aclose()
                 exchange.attempts = stream.attempts
                 exchange.usage = stream.usage

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from .envelope import ApiError, reply_for
 from .ledger import Ledger, Limits
 from .ledger.meter import Meter
 from .logs import configure_logging
+from .threads import ThreadStore
 
 # A reservation older than OPENROUTER_DEADLINE + SHUTDOWN_DRAIN_SECONDS + this belongs to an instance that
 # died before settling it: a refused user gets it back (Meter, ledger_release_stale).
@@ -39,6 +41,30 @@ class UpstreamProbe:
     checked_at: float
     detail: str | None = None
     limit_remaining: float | None = None
+
+
+def open_thread_store(settings: Settings) -> ThreadStore | None:
+    """Where threads are kept: the ledger's store (``None`` when ``LEDGER_BACKEND=off``), imported on first use."""
+    problem = settings.ledger_problem
+    if problem is not None:
+        raise ApiError(500, "configuration_error", problem)
+    backend = settings.resolved_ledger_backend
+    if backend == "off":
+        return None
+    if backend == "postgres":
+        assert settings.database_url is not None
+        from .threads.postgres import PostgresThreadStore
+
+        return PostgresThreadStore(settings.database_url.get_secret_value())
+    if backend == "supabase_rest":
+        assert settings.supabase_url is not None
+        assert settings.supabase_service_role_key is not None
+        from .threads.rest import SupabaseRestThreadStore
+
+        return SupabaseRestThreadStore(settings.supabase_url, settings.supabase_service_role_key.get_secret_value())
+    from .threads.sqlite import SQLiteThreadStore
+
+    return SQLiteThreadStore(settings.ledger_sqlite_path)
 
 
 def open_ledger(settings: Settings) -> Ledger | None:
@@ -76,6 +102,8 @@ class Runtime:
     _service_error: OpenRouterConfigError | None = None
     _verifier: TokenVerifier | None = None
     _meter: Meter | None = None
+    _threads: ThreadStore | None = None
+    _threads_opened: bool = False
     _probe: UpstreamProbe | None = None
     _ledger_check: tuple[float, bool] | None = None  # (when, whether the store answered)
     _probe_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -148,10 +176,28 @@ class Runtime:
                 default_limits=Limits(s.default_rpm, s.default_daily_requests, s.default_daily_cost_usd),
                 sleep=self.sleep,
                 # Past the deadline and the drain no call of ours still runs; the margin covers settling.
-                stale_after=s.openrouter_deadline + s.shutdown_drain_seconds + STALE_MARGIN_SECONDS,
+                stale_after=self.stale_seconds,
                 settle_budget=s.ledger_settle_seconds,
             )
         return self._meter
+
+    @property
+    def stale_seconds(self) -> int:
+        """Past this age a reservation or a `streaming` message belongs to an instance that died."""
+        s = self.settings
+        return math.ceil(s.openrouter_deadline + s.shutdown_drain_seconds + STALE_MARGIN_SECONDS)
+
+    @property
+    def threads(self) -> ThreadStore | None:
+        """The thread store (docs/threads.md), built on first use; ``None`` without a ledger store."""
+        if not self._threads_opened:
+            self._threads = open_thread_store(self.settings)
+            self._threads_opened = True
+        return self._threads
+
+    def use_threads(self, store: ThreadStore | None) -> None:
+        """Keep threads in ``store`` from now on (tests, local tools)."""
+        self._threads, self._threads_opened = store, True
 
     def use_ledger(self, backend: Ledger | None) -> Meter:
         """Meter through ``backend`` from now on (tests, local tools); returns the new meter."""
@@ -234,6 +280,9 @@ class Runtime:
         if self._meter is not None:
             await self._meter.aclose()
             self._meter = None
+        if self._threads is not None:
+            await self._threads.aclose()
+            self._threads, self._threads_opened = None, False
 
 
 _RUNTIME: Runtime | None = None

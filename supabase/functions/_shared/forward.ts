@@ -79,7 +79,7 @@ const UNREACHABLE_RETRY_AFTER = 5;
 
 /** The CORS headers of the front door's own answers (the Python side's answers carry their own). */
 const ALLOWED_HEADERS = "authorization, x-client-info, apikey, content-type, x-request-id";
-const EXPOSED_HEADERS = "X-Request-Id, Retry-After, WWW-Authenticate";
+const EXPOSED_HEADERS = "X-Request-Id, Retry-After, WWW-Authenticate, X-Thread-Id, X-Message-Id";
 
 // The Python side's rule for a caller's X-Request-Id (openrouter_functions.pipeline.request_id).
 const REQUEST_ID = /^[A-Za-z0-9._:\-]{1,128}$/;
