@@ -16,7 +16,7 @@ import httpx
 import pytest
 import uvicorn
 
-from helpers import USER_ID, bearer, mint
+from helpers import UPSTREAM_KEY, USER_ID, bearer, mint
 from openrouter_devtools.fake_upstream import FakeOpenRouter
 from openrouter_devtools.serve import FunctionsRouter
 from openrouter_functions.ledger.sqlite import SQLiteLedger
@@ -268,7 +268,7 @@ async def test_a_stale_streaming_answer_does_not_lock_the_thread_forever(
 
 @pytest.fixture
 async def slow_fake() -> AsyncIterator[FakeOpenRouter]:
-    async with FakeOpenRouter(api_key="sk-or-v1-test-upstream-key", chunk_delay=0.05) as server:
+    async with FakeOpenRouter(api_key=UPSTREAM_KEY, chunk_delay=0.05) as server:
         yield server
 
 
