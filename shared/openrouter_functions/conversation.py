@@ -25,6 +25,7 @@ from .envelope import ApiError
 from .exchange import Exchange
 from .ledger import UsageRecord, storable
 from .threads import (
+    MESSAGE_CHARS,
     MessageEnd,
     MessageStatus,
     ThreadBusy,
@@ -108,6 +109,10 @@ def parse_thread_ask(body: dict[str, Any]) -> ThreadAsk | None:
     user_text = texts[-1] or ""
     if not user_text.strip():
         raise ApiError(400, "invalid_request", "messages: the user message is empty.")
+    if len(user_text) > MESSAGE_CHARS or len(texts[0] or "") > MESSAGE_CHARS:
+        raise ApiError(
+            400, "invalid_request", f"messages: a thread's message holds at most {MESSAGE_CHARS} characters."
+        )
     system = texts[0] if len(texts) == 2 else None
     return ThreadAsk(thread_id, bool(background), system or None, user_text)
 
@@ -254,7 +259,7 @@ class TurnState:
             if self._done.is_set():
                 return
             try:
-                keep_going = await self.store.progress(self.message_id, storable(self.text) or "")
+                keep_going = await self.store.progress(self.message_id, storable(self.text, MESSAGE_CHARS) or "")
             except ThreadStoreUnavailable as exc:  # the next period tries again; the end is written anyway
                 log.warning("thread_progress_failed", extra={"json_fields": {"error": str(exc)}})
                 continue
@@ -299,7 +304,7 @@ class TurnState:
         failed = status == "failed"
         return MessageEnd(
             status=status,
-            content=storable(text) or "",
+            content=storable(text, MESSAGE_CHARS) or "",
             model=record.model if record is not None else storable(exchange.model),
             prompt_tokens=record.prompt_tokens if record is not None else None,
             completion_tokens=record.completion_tokens if record is not None else None,

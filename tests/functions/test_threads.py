@@ -406,3 +406,59 @@ async def _status_is(thread_id: str, status: str) -> bool:
 
 async def _no_connections(fake: FakeOpenRouter) -> bool:
     return fake.active_connections == 0
+
+
+async def test_a_stop_on_a_dead_instances_answer_ends_it_at_once(client: httpx.AsyncClient, configure: Any) -> None:
+    runtime: Runtime = configure()
+    now = [1_800_000_000.0]
+    runtime.use_threads(SQLiteThreadStore(runtime.settings.ledger_sqlite_path, clock=lambda: now[0]))
+    first = await client.post("/chat", json=turn("hello"), headers=bearer())
+    thread_id = first.headers["X-Thread-Id"]
+    dead = await store().begin_turn(TurnRequest(USER_ID, thread_id, "lost", "m", "r", 50, 16_000, 60))
+    now[0] += runtime.stale_seconds + 1
+    stop = await client.post(
+        "/chat/stop", json={"thread_id": thread_id, "message_id": dead.message_id}, headers=bearer()
+    )
+    assert stop.json() == {"thread_id": thread_id, "message_id": dead.message_id, "status": "stopped"}
+    assert (await client.post("/chat", json=turn("next", thread_id), headers=bearer())).status_code == 200
+
+
+async def test_a_message_too_long_for_a_thread_is_refused(client: httpx.AsyncClient, fake: FakeOpenRouter) -> None:
+    response = await client.post("/chat", json=turn("a" * 1_000_001), headers=bearer())
+    assert response.status_code == 400
+    assert "at most 1000000 characters" in response.json()["error"]["message"]
+    assert fake.received == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"thread_id": "nope"},
+        {"thread_id": "7d6f3c1e-2b8a-4c1d-9e0f-123456789abc", "message_id": 5},
+        {"thread_id": "7d6f3c1e-2b8a-4c1d-9e0f-123456789abc", "extra": 1},
+        [],
+    ],
+)
+async def test_a_malformed_stop_is_refused(client: httpx.AsyncClient, body: Any) -> None:
+    response = await client.post("/chat/stop", json=body, headers=bearer())
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request"
+
+
+async def test_a_stop_needs_a_token_and_a_post(client: httpx.AsyncClient) -> None:
+    body = {"thread_id": "7d6f3c1e-2b8a-4c1d-9e0f-123456789abc"}
+    assert (await client.post("/chat/stop", json=body)).status_code == 401
+    assert (await client.get("/chat/stop", headers=bearer())).status_code == 405
+
+
+async def test_a_stop_spends_no_quota(client: httpx.AsyncClient) -> None:
+    mine = await client.post("/chat", json=turn("hello"), headers=bearer())
+    for _ in range(3):
+        stop = await client.post("/chat/stop", json={"thread_id": mine.headers["X-Thread-Id"]}, headers=bearer())
+        assert stop.json()["status"] == "complete"
+    ledger = get_runtime().meter.backend
+    assert isinstance(ledger, SQLiteLedger)
+    [day] = await ledger.rows("usage_daily")
+    assert day["requests"] == 1
+    assert len(await ledger.rows("request_log")) == 1
