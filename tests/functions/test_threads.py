@@ -462,3 +462,27 @@ async def test_a_stop_spends_no_quota(client: httpx.AsyncClient) -> None:
     [day] = await ledger.rows("usage_daily")
     assert day["requests"] == 1
     assert len(await ledger.rows("request_log")) == 1
+
+
+async def test_a_plain_answer_can_be_stopped_too(live: str, slow_fake: FakeOpenRouter) -> None:
+    slow_fake.script({"fault": "slow", "delay": 8})
+    async with httpx.AsyncClient(base_url=live, timeout=10) as http:
+        call = asyncio.create_task(http.post("/chat", json=turn("take your time"), headers=bearer()))
+        await _until(lambda: _status_is_any("streaming"))
+        [thread] = await store().rows("threads")
+        stop = await http.post("/chat/stop", json={"thread_id": thread["id"]}, headers=bearer())
+        answer = await call
+    assert stop.json()["status"] == "stopped"
+    assert answer.status_code == 409
+    assert answer.json()["error"]["type"] == "generation_stopped"
+    assert answer.headers["X-Thread-Id"] == thread["id"]
+    [message] = [m for m in await messages_of(thread["id"]) if m["role"] == "assistant"]
+    assert (message["status"], message["content"], message["cost_usd"]) == ("stopped", "", 0.01)
+    ledger = get_runtime().meter.backend
+    assert isinstance(ledger, SQLiteLedger)
+    [row] = await ledger.rows("request_log")
+    assert (row["status"], row["outcome"], row["cost_usd"]) == (409, "stopped", 0.01)
+
+
+async def _status_is_any(status: str) -> bool:
+    return any(m["status"] == status for m in await store().rows("messages"))
