@@ -1,5 +1,6 @@
 """Offline mode's stand-in project (``openrouter_devtools.local_project``): the example page's files and the
-read-only PostgREST subset over the SQLite ledger, which must return exactly the rows RLS would."""
+PostgREST subset over the SQLite ledger and thread store, which must return (and change) exactly the rows
+RLS would."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from openrouter_devtools.serve import FunctionsRouter, OfflineCredentials, mint_
 from openrouter_functions.config import Settings
 from openrouter_functions.ledger import Limits, UsageRecord
 from openrouter_functions.ledger.sqlite import SQLiteLedger
+from openrouter_functions.threads.sqlite import create_thread_tables
 
 SECRET = "local-project-test-secret-with-32-characters-at-least"
 ADA = "6f1c9c1e-2f6a-4c55-9a53-0d3d2b0f7a11"
@@ -46,6 +48,7 @@ async def call(
     query: str = "",
     headers: Sequence[tuple[str, str]] = (),
     client: str = "127.0.0.1",
+    body: bytes = b"",
 ) -> Answer:
     """One request straight into an ASGI app (no client normalizes ``path``: ``..`` arrives as sent)."""
     sent_headers = [(name.lower().encode(), value.encode()) for name, value in headers]
@@ -73,7 +76,7 @@ async def call(
         if received:  # the client stays connected
             await asyncio.Event().wait()
         received = True
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -81,8 +84,8 @@ async def call(
     await app(scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
     answer_headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], answer_headers, body
+    answer = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], answer_headers, answer
 
 
 def token(user: str = ADA, **claims: Any) -> str:
@@ -139,8 +142,9 @@ async def rows(app: Any, table: str, query: str = "select=*", headers: Sequence[
     return json.loads(body)
 
 
-def test_the_tables_have_the_ledgers_columns(ledger: Path) -> None:
+def test_the_tables_have_the_ledgers_and_the_thread_stores_columns(ledger: Path) -> None:
     with contextlib.closing(sqlite3.connect(ledger)) as db:
+        create_thread_tables(db)  # what SQLiteThreadStore creates in the ledger's file
         for table, columns in TABLES.items():
             assert tuple(row[1] for row in db.execute(f"pragma table_info({table})")) == columns
 
@@ -487,3 +491,287 @@ def test_no_tables_when_the_ledger_is_not_the_sqlite_file(tmp_path: Path) -> Non
     settings = Settings(database_url="postgresql://localhost/ledger", allowed_origins=("*",))
     credentials = OfflineCredentials(SECRET, token(ADA), mint_dev_token(SECRET, role="anon"), tmp_path)
     assert set(local_project_mounts(settings, credentials)) == {"app"}
+
+
+# --- Conversations: threads and messages (docs/threads.md), read and renamed/deleted under RLS ------
+
+ADA_FIRST = "a0000000-0000-4000-8000-000000000001"
+ADA_SECOND = "a0000000-0000-4000-8000-000000000002"
+BOB_THREAD = "b0000000-0000-4000-8000-000000000001"
+
+
+def _iso(offset: float) -> str:
+    """A time of the test day as the SQLite thread store writes it (ISO text, UTC, milliseconds, ``Z``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(NOON + offset)) + f".{int(offset * 1000) % 1000:03d}Z"
+
+
+THREAD_ROWS = [  # id, user, title, system prompt, created, updated
+    (ADA_FIRST, ADA, "First chat", None, 10, 12),
+    (ADA_SECOND, ADA, "Second chat", "Be brief.", 20, 25),
+    (BOB_THREAD, BOB, "Bob's secret plans", None, 15, 30),
+]
+MESSAGE_ROWS = [  # thread, seq, role, content, status, stop_requested
+    (ADA_FIRST, 1, "user", "hello", "complete", 0),
+    (ADA_FIRST, 2, "assistant", "Echo: hello", "complete", 0),
+    (ADA_SECOND, 1, "user", "tell me everything", "complete", 0),
+    (ADA_SECOND, 2, "assistant", "Echo: tell", "stopped", 1),
+    (BOB_THREAD, 1, "user", "bob's question", "complete", 0),
+    (BOB_THREAD, 2, "assistant", "bob's answer so far", "streaming", 0),
+]
+
+
+def _message_id(thread: str, seq: int) -> str:
+    return f"{thread[:8]}-1111-4{seq:03d}-8000-{thread[-12:]}"
+
+
+@pytest.fixture
+def threads_db(ledger: Path) -> Path:
+    """The ledger's SQLite file with threads and messages of two users, in the thread store's own tables."""
+    with contextlib.closing(sqlite3.connect(ledger)) as db, db:
+        create_thread_tables(db)
+        for thread, user, title, system, created, updated in THREAD_ROWS:
+            db.execute(
+                "insert into threads (id, user_id, title, model, system_prompt, created_at, updated_at) "
+                "values (?, ?, ?, 'openai/gpt-4o', ?, ?, ?)",
+                (thread, user, title, system, _iso(created), _iso(updated)),
+            )
+        owners = {row[0]: row[1] for row in THREAD_ROWS}
+        for thread, seq, role, content, status, stop in MESSAGE_ROWS:
+            db.execute(
+                "insert into messages (id, thread_id, user_id, seq, role, content, model, status, stop_requested, "
+                "created_at, updated_at) values (?, ?, ?, ?, ?, ?, 'openai/gpt-4o', ?, ?, ?, ?)",
+                (
+                    _message_id(thread, seq),
+                    thread,
+                    owners[thread],
+                    seq,
+                    role,
+                    content,
+                    status,
+                    stop,
+                    _iso(seq),
+                    _iso(seq),
+                ),
+            )
+    return ledger
+
+
+@pytest.fixture
+def rest_threads(threads_db: Path) -> FunctionsRouter:
+    return FunctionsRouter({}, {"rest": RestApp(threads_db, SECRET, (PAGE_ORIGIN,))})
+
+
+def _db_rows(database: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        return db.execute(sql, args).fetchall()
+
+
+async def test_the_page_reads_its_threads_newest_first_and_a_threads_messages_in_order(
+    rest_threads: FunctionsRouter,
+) -> None:
+    threads = await rows(rest_threads, "threads", "select=id,title,updated_at&order=updated_at.desc&limit=50")
+    assert [thread["id"] for thread in threads] == [ADA_SECOND, ADA_FIRST]
+    assert threads[0] == {"id": ADA_SECOND, "title": "Second chat", "updated_at": "2026-11-27T12:00:25.000+00:00"}
+    messages = await rows(rest_threads, "messages", f"select=*&thread_id=eq.{ADA_SECOND}&order=seq.asc")
+    assert [(m["seq"], m["role"], m["status"]) for m in messages] == [
+        (1, "user", "complete"),
+        (2, "assistant", "stopped"),
+    ]
+    assert messages[1]["content"] == "Echo: tell"
+    assert messages[1]["stop_requested"] is True and messages[0]["stop_requested"] is False  # Postgres booleans
+    assert list(messages[0]) == list(TABLES["messages"])
+    # Following a streaming answer: one row by id, and the newest assistant message of a thread.
+    (row,) = await rows(rest_threads, "messages", f"select=id,content,status&id=eq.{_message_id(ADA_FIRST, 2)}&limit=1")
+    assert row == {"id": _message_id(ADA_FIRST, 2), "content": "Echo: hello", "status": "complete"}
+    newest = await rows(
+        rest_threads, "messages", f"select=id&thread_id=eq.{ADA_FIRST}&role=eq.assistant&order=seq.desc&limit=1"
+    )
+    assert newest == [{"id": _message_id(ADA_FIRST, 2)}]
+
+
+async def test_another_users_threads_and_messages_are_never_returned(rest_threads: FunctionsRouter) -> None:
+    everything = [
+        *await rows(rest_threads, "threads"),
+        *await rows(rest_threads, "messages"),
+        *await rows(rest_threads, "threads", f"id=eq.{BOB_THREAD}"),
+        *await rows(rest_threads, "threads", f"user_id=eq.{BOB}"),
+        *await rows(rest_threads, "messages", f"thread_id=eq.{BOB_THREAD}"),
+        *await rows(rest_threads, "messages", f"id=eq.{_message_id(BOB_THREAD, 2)}"),
+        *await rows(rest_threads, "messages", "status=eq.streaming"),
+    ]
+    assert everything and {row["user_id"] for row in everything} == {ADA}
+    assert "bob" not in json.dumps(everything).lower()
+    assert await rows(rest_threads, "threads", headers=auth(NOBODY)) == []
+    assert await rows(rest_threads, "messages", headers=auth(NOBODY)) == []
+    bob = await rows(rest_threads, "messages", "select=content&order=seq", auth(BOB))
+    assert bob == [{"content": "bob's question"}, {"content": "bob's answer so far"}]
+    anon = mint_dev_token(SECRET, role="anon")
+    assert await rows(rest_threads, "threads", headers=[("apikey", anon)]) == []
+
+
+async def test_a_user_renames_their_own_thread(rest_threads: FunctionsRouter, threads_db: Path) -> None:
+    renamed = json.dumps({"title": "Renamed"}).encode()
+    patch = [*auth(), ("content-type", "application/json")]
+    status, _, body = await call(
+        rest_threads, "PATCH", "/rest/v1/threads", query=f"id=eq.{ADA_FIRST}", headers=patch, body=renamed
+    )
+    assert (status, body) == (204, b"")
+    assert _db_rows(threads_db, "select title from threads where id = ?", ADA_FIRST) == [("Renamed",)]
+    status, _, body = await call(
+        rest_threads,
+        "PATCH",
+        "/rest/v1/threads",
+        query=f"id=eq.{ADA_FIRST}&select=id,title",
+        headers=[*patch, ("prefer", "return=representation")],
+        body=json.dumps({"title": "Again"}).encode(),
+    )
+    assert (status, json.loads(body)) == (200, [{"id": ADA_FIRST, "title": "Again"}])
+    # Another user's thread: invisible, so nothing to update (PostgREST answers as for no match).
+    status, _, body = await call(
+        rest_threads, "PATCH", "/rest/v1/threads", query=f"id=eq.{BOB_THREAD}", headers=patch, body=renamed
+    )
+    assert status == 204
+    assert _db_rows(threads_db, "select title from threads where id = ?", BOB_THREAD) == [("Bob's secret plans",)]
+
+
+@pytest.mark.parametrize(
+    ("table", "change", "status", "code"),
+    [
+        ("threads", {"user_id": BOB}, 403, "42501"),  # the column grant is `update (title)` only
+        ("threads", {"title": "ok", "user_id": BOB}, 403, "42501"),
+        ("threads", {"model": "x/y"}, 403, "42501"),
+        ("threads", {"system_prompt": "Obey me."}, 403, "42501"),
+        ("threads", {"id": NOBODY}, 403, "42501"),
+        ("threads", {"updated_at": "2030-01-01T00:00:00Z"}, 403, "42501"),
+        ("threads", {"nope": 1}, 400, "42703"),
+        ("threads", {}, 403, "42501"),
+        ("threads", {"title": None}, 400, "23502"),  # not null
+        ("threads", {"title": 7}, 400, "22P02"),
+        ("threads", {"title": "x" * 201}, 400, "23514"),
+        ("messages", {"content": "a forged answer"}, 403, "42501"),  # only the server writes messages
+        ("messages", {"status": "complete"}, 403, "42501"),
+        ("messages", {"cost_usd": 0}, 403, "42501"),
+    ],
+)
+async def test_a_patch_of_anything_but_a_threads_title_is_refused(
+    rest_threads: FunctionsRouter, threads_db: Path, table: str, change: dict[str, Any], status: int, code: str
+) -> None:
+    before = _db_rows(threads_db, f"select * from {table} order by id")
+    target = ADA_FIRST if table == "threads" else _message_id(ADA_FIRST, 2)
+    answer, _, body = await call(
+        rest_threads,
+        "PATCH",
+        f"/rest/v1/{table}",
+        query=f"id=eq.{target}",
+        headers=[*auth(), ("content-type", "application/json")],
+        body=json.dumps(change).encode(),
+    )
+    assert answer == status, body
+    error = json.loads(body)
+    assert set(error) == {"code", "details", "hint", "message"} and error["code"] == code
+    assert _db_rows(threads_db, f"select * from {table} order by id") == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "payload", "status", "code"),
+    [
+        ("PATCH", "threads", "", {"title": "All mine"}, 400, "21000"),  # a write must say which rows
+        ("DELETE", "threads", "", None, 400, "21000"),
+        ("DELETE", "messages", "", None, 400, "21000"),
+        ("PATCH", "threads", f"id=eq.{ADA_FIRST}", "not json", 400, "PGRST102"),
+        ("PATCH", "threads", f"id=eq.{ADA_FIRST}", ["title"], 400, "PGRST102"),
+        ("PATCH", "threads", f"id=in.({ADA_FIRST})", {"title": "x"}, 400, "PGRST100"),
+        ("DELETE", "threads", f"id=eq.{ADA_FIRST}&limit=1", None, 400, "PGRST100"),
+        ("POST", "threads", "", {"title": "mine", "user_id": ADA}, 403, "42501"),  # only the server inserts
+        ("POST", "messages", "", {"thread_id": ADA_FIRST, "content": "forged"}, 403, "42501"),
+        ("PUT", "threads", f"id=eq.{ADA_FIRST}", {"title": "x"}, 403, "42501"),
+        ("DELETE", "request_log", f"request_id=eq.req-0-{ADA[:4]}", None, 403, "42501"),
+        ("PATCH", "usage_daily", f"user_id=eq.{ADA}", {"requests": 0}, 403, "42501"),
+    ],
+)
+async def test_other_writes_are_refused_in_postgrests_shape(
+    rest_threads: FunctionsRouter,
+    threads_db: Path,
+    method: str,
+    path: str,
+    query: str,
+    payload: Any,
+    status: int,
+    code: str,
+) -> None:
+    tables = ("threads", "messages", "request_log", "usage_daily")
+    before = [_db_rows(threads_db, f"select * from {table} order by 1") for table in tables]
+    data = b"" if payload is None else (payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
+    answer, _, body = await call(
+        rest_threads,
+        method,
+        f"/rest/v1/{path}",
+        query=query,
+        headers=[*auth(), ("content-type", "application/json")],
+        body=data,
+    )
+    assert (answer, json.loads(body)["code"]) == (status, code), body
+    assert [_db_rows(threads_db, f"select * from {table} order by 1") for table in tables] == before
+
+
+async def test_a_user_deletes_their_own_thread_and_its_messages_go_with_it(
+    rest_threads: FunctionsRouter, threads_db: Path
+) -> None:
+    status, _, body = await call(rest_threads, "DELETE", "/rest/v1/threads", query=f"id=eq.{ADA_FIRST}", headers=auth())
+    assert (status, body) == (204, b"")
+    assert _db_rows(threads_db, "select id from threads order by id") == [(ADA_SECOND,), (BOB_THREAD,)]
+    assert _db_rows(threads_db, "select count(*) from messages where thread_id = ?", ADA_FIRST) == [(0,)]
+    assert _db_rows(threads_db, "select count(*) from messages") == [(4,)]
+    # Someone else's thread, by id or by any filter: invisible, so nothing is deleted.
+    for query in (f"id=eq.{BOB_THREAD}", f"user_id=eq.{BOB}", "title=neq.x"):
+        status, _, body = await call(rest_threads, "DELETE", "/rest/v1/threads", query=query, headers=auth(NOBODY))
+        assert status == 204
+    assert _db_rows(threads_db, "select count(*) from threads") == [(2,)]
+    status, _, body = await call(
+        rest_threads, "DELETE", "/rest/v1/threads", query=f"id=eq.{BOB_THREAD}", headers=auth()
+    )
+    assert status == 204
+    assert _db_rows(threads_db, "select count(*) from messages where thread_id = ?", BOB_THREAD) == [(2,)]
+    # With return=representation, the rows as they were.
+    status, _, body = await call(
+        rest_threads,
+        "DELETE",
+        "/rest/v1/messages",
+        query=f"thread_id=eq.{ADA_SECOND}&role=eq.assistant&select=id,status",
+        headers=[*auth(), ("prefer", "return=representation")],
+    )
+    assert (status, json.loads(body)) == (200, [{"id": _message_id(ADA_SECOND, 2), "status": "stopped"}])
+    assert _db_rows(threads_db, "select count(*) from messages where thread_id = ?", ADA_SECOND) == [(1,)]
+
+
+async def test_anon_writes_nothing(rest_threads: FunctionsRouter, threads_db: Path) -> None:
+    anon = mint_dev_token(SECRET, role="anon")
+    for method in ("PATCH", "DELETE"):
+        status, _, body = await call(
+            rest_threads,
+            method,
+            "/rest/v1/threads",
+            query=f"id=eq.{ADA_FIRST}",
+            headers=[("apikey", anon), ("content-type", "application/json")],
+            body=b'{"title": "anon"}' if method == "PATCH" else b"",
+        )
+        assert (status, json.loads(body)["code"]) == (401, "42501")
+    assert _db_rows(threads_db, "select title from threads where id = ?", ADA_FIRST) == [("First chat",)]
+
+
+async def test_writes_before_the_store_made_its_tables_change_nothing(rest: FunctionsRouter) -> None:
+    status, _, _ = await call(rest, "DELETE", "/rest/v1/threads", query=f"id=eq.{ADA_FIRST}", headers=auth())
+    assert status == 204
+    assert await rows(rest, "messages") == []
+
+
+async def test_cors_preflight_allows_the_pages_writes(rest_threads: FunctionsRouter) -> None:
+    preflight = [
+        ("origin", PAGE_ORIGIN),
+        ("access-control-request-method", "PATCH"),
+        ("access-control-request-headers", "authorization,apikey,content-type,prefer,x-client-info"),
+    ]
+    status, headers, _ = await call(rest_threads, "OPTIONS", "/rest/v1/threads", headers=preflight)
+    assert status == 204
+    assert {"PATCH", "DELETE", "GET"} <= {m.strip() for m in headers["access-control-allow-methods"].split(",")}
+    assert {"content-type", "prefer"} <= {h.strip() for h in headers["access-control-allow-headers"].split(",")}

@@ -6,13 +6,16 @@
   it imports (from ``examples/web/node_modules``), and a generated ``/app/config.js`` that points the page
   at this server and hands it the offline developer's token (the page "signs in" with it, as there is
   no Auth server).
-* ``/rest/v1/usage_daily`` and ``/rest/v1/request_log`` — a read-only subset of PostgREST over the
-  embedded SQLite ledger: ``GET``/``HEAD`` with ``select=``, ``order=``, ``limit=``, ``offset=`` and
-  simple ``column=op.value`` filters (``eq``, ``neq``, ``gt``, ``gte``, ``lt``, ``lte``). The bearer token
-  is verified with the offline secret, and a caller sees exactly the rows row level security would
-  let it see (``supabase/migrations``: ``user_id = auth.uid()`` for ``authenticated``, nothing for
-  ``anon``, everything for ``service_role``). Anything else is refused in PostgREST's error shape, so
-  supabase-js reports it as it would against a real project.
+* ``/rest/v1/usage_daily``, ``/rest/v1/request_log``, ``/rest/v1/threads`` and ``/rest/v1/messages`` — a
+  subset of PostgREST over the embedded SQLite file the ledger and the thread store share: ``GET``/``HEAD``
+  with ``select=``, ``order=``, ``limit=``, ``offset=`` and simple ``column=op.value`` filters (``eq``,
+  ``neq``, ``gt``, ``gte``, ``lt``, ``lte``). The bearer token is verified with the offline secret, and a
+  caller sees exactly the rows row level security would let it see (``supabase/migrations``:
+  ``user_id = auth.uid()`` for ``authenticated``, nothing for ``anon``, everything for ``service_role``).
+  The writes RLS allows a user are the only ones here (docs/threads.md): ``PATCH`` of a thread's
+  ``title`` and ``DELETE`` of threads (their messages go with them) and of messages, always filtered, on
+  the caller's own rows. Anything else is refused in PostgREST's error shape, so supabase-js reports it
+  as it would against a real project.
 
 Nothing here is deployed: a real project has Supabase's own Auth, PostgREST and RLS, and the page is
 served by any static server.
@@ -72,7 +75,7 @@ _MODULE_SUFFIXES = (".js", ".mjs", ".map")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]*$")  # no "", ".", "..", dotfiles, separators
 
 # The tables a signed-in user may read under RLS, with their columns (supabase/migrations; the SQLite
-# ledger has the same ones, tests/test_local_project.py checks).
+# ledger and thread store have the same ones, tests/test_local_project.py checks).
 TABLES: dict[str, tuple[str, ...]] = {
     "usage_daily": (
         "user_id",
@@ -87,8 +90,37 @@ TABLES: dict[str, tuple[str, ...]] = {
         "updated_at",
     ),
     "request_log": LOG_COLUMNS,
+    "threads": ("id", "user_id", "title", "model", "system_prompt", "created_at", "updated_at"),
+    "messages": (
+        "id",
+        "thread_id",
+        "user_id",
+        "seq",
+        "role",
+        "content",
+        "model",
+        "status",
+        "request_id",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cost_usd",
+        "generation_id",
+        "finish_reason",
+        "error_type",
+        "error_message",
+        "stop_requested",
+        "created_at",
+        "updated_at",
+    ),
 }
+# What RLS and the column grants let a signed-in user change (docs/threads.md, "Row-level security"):
+# PATCH only these columns; DELETE only these tables. Nobody but the server inserts anything.
+UPDATABLE: dict[str, frozenset[str]] = {"threads": frozenset({"title"})}
+DELETABLE = frozenset({"threads", "messages"})
+TITLE_CHARS = 200  # like the SQL CHECK on threads.title
 _TIMESTAMPS = frozenset({"created_at", "updated_at"})
+_BOOLEANS = frozenset({"stop_requested"})  # SQLite keeps 0/1; Postgres (and so PostgREST) says true/false
 MAX_ROWS = 1000  # a Supabase project's default `max_rows`
 _OPERATORS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -405,19 +437,27 @@ def _row(columns: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
     for name in _TIMESTAMPS.intersection(row):
         if isinstance(row[name], str) and row[name].endswith("Z"):
             row[name] = row[name][:-1] + "+00:00"  # as Postgres prints a timestamptz
+    for name in _BOOLEANS.intersection(row):
+        if row[name] is not None:
+            row[name] = bool(row[name])
     return row
+
+
+def _where(query: Query, caller: Caller) -> tuple[str, list[Any]]:
+    """The query's filters and RLS's ``using (user_id = (select auth.uid()))`` as one SQL clause."""
+    where = [f'"{column}" {operator} ?' for column, operator, _ in query.filters]
+    args: list[Any] = [value for _, _, value in query.filters]
+    if caller.role == "authenticated":
+        where.append('"user_id" = ?')
+        args.append(caller.user_id)
+    return (f" where {' and '.join(where)}" if where else ""), args
 
 
 def read_rows(database: Path, query: Query, caller: Caller, *, count: bool = False) -> tuple[list[dict[str, Any]], int]:
     """The rows ``caller`` may see, as RLS filters them; and (with ``count``) how many match in all."""
     if caller.role == "anon":  # the policies are `to authenticated`: anon sees no row
         return [], 0
-    where = [f'"{column}" {operator} ?' for column, operator, _ in query.filters]
-    args: list[Any] = [value for _, _, value in query.filters]
-    if caller.role == "authenticated":  # `using (user_id = (select auth.uid()))`
-        where.append('"user_id" = ?')
-        args.append(caller.user_id)
-    clause = f" where {' and '.join(where)}" if where else ""
+    clause, args = _where(query, caller)
     limit = MAX_ROWS if query.limit is None else min(query.limit, MAX_ROWS)
     select = ", ".join(f'"{column}"' for column in query.columns)
     ordering = f" order by {', '.join(query.order)}" if query.order else ""
@@ -437,8 +477,48 @@ def read_rows(database: Path, query: Query, caller: Caller, *, count: bool = Fal
     return [_row(query.columns, values) for values in rows], total
 
 
+def write_rows(
+    database: Path, method: str, query: Query, caller: Caller, changes: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """``PATCH`` (``changes``) or ``DELETE`` the rows of ``query`` that RLS lets ``caller`` see, in one
+    transaction; the rows as they are afterwards (``PATCH``) or were (``DELETE``), ``query.columns`` of them.
+
+    Deleting a thread deletes its messages too (``on delete cascade`` in the migration).
+    """
+    if caller.role == "anon" or not database.is_file():
+        return []
+    clause, args = _where(query, caller)
+    select = ", ".join(f'"{column}"' for column in query.columns)
+    with contextlib.closing(sqlite3.connect(database, timeout=3.0, isolation_level=None)) as db:
+        try:
+            db.execute("begin immediate")
+            try:
+                ids = [row[0] for row in db.execute(f'select "id" from {query.table}{clause}', args)]  # noqa: S608
+                marks = ", ".join("?" for _ in ids)
+                if method == "PATCH" and ids:
+                    assignments = ", ".join(f'"{column}" = ?' for column in changes)
+                    db.execute(
+                        f'update {query.table} set {assignments} where "id" in ({marks})',  # noqa: S608
+                        [*changes.values(), *ids],
+                    )
+                rows = db.execute(f'select {select} from {query.table} where "id" in ({marks})', ids).fetchall()  # noqa: S608
+                if method == "DELETE" and ids:
+                    if query.table == "threads":
+                        db.execute(f'delete from messages where "thread_id" in ({marks})', ids)  # noqa: S608
+                    db.execute(f'delete from {query.table} where "id" in ({marks})', ids)  # noqa: S608
+                db.execute("commit")
+            except BaseException:
+                db.execute("rollback")
+                raise
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # the store has not created its tables yet
+                return []
+            raise
+    return [_row(query.columns, values) for values in rows]
+
+
 class RestApp:
-    """``GET /v1/<table>`` under the ``/rest`` mount: the read-only PostgREST subset described above."""
+    """``/v1/<table>`` under the ``/rest`` mount: the PostgREST subset described above."""
 
     def __init__(self, database: Path, secret: str, allowed_origins: Sequence[str]) -> None:
         self.database = database
@@ -455,14 +535,14 @@ class RestApp:
             headers = dict(cors)
             if "Access-Control-Allow-Origin" in cors:
                 headers |= {
-                    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+                    "Access-Control-Allow-Methods": "GET, HEAD, PATCH, DELETE, OPTIONS",
                     "Access-Control-Allow-Headers": _REST_ALLOWED_HEADERS,
                     "Access-Control-Max-Age": "86400",
                 }
             response = Response(status_code=204, headers=headers)
         else:
             try:
-                response = await self._read(request)
+                response = await self._answer(request)
             except PostgrestError as error:
                 response = _postgrest_response(error.body, error.status, error.headers)
             except sqlite3.Error:
@@ -473,7 +553,7 @@ class RestApp:
             response.headers.update(cors)
         await response(scope, receive, send)
 
-    async def _read(self, request: Request) -> Response:
+    async def _answer(self, request: Request) -> Response:
         rest = _rest_of(request.scope)
         table = rest[len("/v1/") :] if rest.startswith("/v1/") else ""
         if table not in TABLES:
@@ -482,12 +562,14 @@ class RestApp:
                 404,
                 "PGRST205",
                 f"Could not find the table 'public.{shown}' in the schema cache",
-                hint="The local stand-in serves usage_daily and request_log only.",
+                hint="The local stand-in serves " + ", ".join(TABLES) + " only.",
             )
         caller = authenticate(request.headers, self.secret)
+        if request.method in ("PATCH", "DELETE") and (table in UPDATABLE or table in DELETABLE):
+            return await self._write(request, table, caller)
         if request.method not in ("GET", "HEAD"):
-            # Writes are revoked from anon and authenticated: they go through the ledger's functions only.
-            raise PostgrestError(401 if caller.role == "anon" else 403, "42501", f"permission denied for table {table}")
+            # Other writes are revoked from anon and authenticated: they go through the server's functions only.
+            raise _permission_denied(table, caller)
         accept = request.headers.get("accept", "*/*")
         single = accept.startswith("application/vnd.pgrst.object+json")
         if not single and not any(
@@ -519,6 +601,64 @@ class RestApp:
         if request.method == "HEAD":
             return Response(status_code=200, headers=dict(response.headers))
         return response
+
+    async def _write(self, request: Request, table: str, caller: Caller) -> Response:
+        """``PATCH`` (a thread's title) or ``DELETE``, on the caller's own rows only, always filtered."""
+        if caller.role == "anon":
+            raise _permission_denied(table, caller)
+        method = request.method
+        changes: dict[str, Any] = {}
+        if method == "PATCH":
+            if table not in UPDATABLE:
+                raise _permission_denied(table, caller)
+            changes = await _json_object(request)
+            for column in changes:
+                _column(table, column)  # an unknown column is 42703, as in PostgREST
+            if not changes or not set(changes) <= UPDATABLE[table]:
+                raise _permission_denied(table, caller)  # the column grants: `update (title)` only
+            _check_title(changes["title"])
+        elif table not in DELETABLE:
+            raise _permission_denied(table, caller)
+        params = request.query_params.multi_items()
+        if any(key in ("order", "limit", "offset") for key, _ in params):
+            raise _parse_error(f"{method} with order, limit or offset is not supported by the local stand-in")
+        query = parse_query(table, params)
+        if not query.filters:
+            # Supabase's PostgREST runs with pg-safeupdate: a write must say which rows.
+            verb = "UPDATE" if method == "PATCH" else "DELETE"
+            raise PostgrestError(400, "21000", f"{verb} requires a WHERE clause")
+        rows = await run_in_threadpool(write_rows, self.database, method, query, caller, changes)
+        if "return=representation" in request.headers.get("prefer", ""):
+            return _postgrest_response(rows, 200, {"Content-Range": f"*/{len(rows)}"})
+        return Response(status_code=204, headers={"Content-Range": f"*/{len(rows)}"})
+
+
+def _check_title(title: Any) -> None:
+    """``threads.title``'s constraints in the migration: ``text not null check (char_length(title) <= 200)``."""
+    if title is None:
+        raise PostgrestError(
+            400, "23502", 'null value in column "title" of relation "threads" violates not-null constraint'
+        )
+    if not isinstance(title, str):
+        raise PostgrestError(400, "22P02", f"invalid input syntax for type text: {json.dumps(title)}")
+    if len(title) > TITLE_CHARS:
+        raise PostgrestError(
+            400, "23514", 'new row for relation "threads" violates check constraint "threads_title_check"'
+        )
+
+
+def _permission_denied(table: str, caller: Caller) -> PostgrestError:
+    return PostgrestError(401 if caller.role == "anon" else 403, "42501", f"permission denied for table {table}")
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise PostgrestError(400, "PGRST102", "Empty or invalid json")
+    return body
 
 
 def _postgrest_response(body: Any, status: int, headers: Mapping[str, str] | None = None) -> Response:
