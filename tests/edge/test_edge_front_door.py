@@ -156,6 +156,29 @@ def test_openai_sdk_sub_path_and_stream(edge: str, fake: FakeUpstream) -> None:
     assert [r["path"] for r in fake.chat_requests()] == ["/api/v1/chat/completions"] * 2
 
 
+def test_a_thread_and_its_stop_through_the_front_door(edge: str, fake: FakeUpstream) -> None:
+    """docs/threads.md through Edge: the thread's headers come back (readable cross-origin) and
+    ``invoke("chat/stop")``'s path, /functions/v1/chat/stop, reaches the chat function's stop."""
+    headers = auth(Origin=ALLOWED_ORIGIN)
+    body = {"thread_id": "new", "messages": [{"role": "user", "content": "through the door"}]}
+    first = httpx.post(f"{edge}/functions/v1/chat", json=body, headers=headers, timeout=10.0)
+    assert first.status_code == 200, first.text
+    thread_id = first.headers["x-thread-id"]
+    assert first.headers["x-message-id"]
+    assert "X-Thread-Id" in first.headers["access-control-expose-headers"]
+    again = {"thread_id": thread_id, "messages": [{"role": "user", "content": "and again"}]}
+    second = httpx.post(f"{edge}/functions/v1/chat", json=again, headers=headers, timeout=10.0)
+    assert second.headers["x-thread-id"] == thread_id
+    assert [m["content"] for m in fake.chat_requests()[-1]["json"]["messages"]] == [
+        "through the door",
+        "Echo: through the door",
+        "and again",
+    ]
+    stop = httpx.post(f"{edge}/functions/v1/chat/stop", json={"thread_id": thread_id}, headers=headers, timeout=10.0)
+    assert stop.status_code == 200, stop.text
+    assert stop.json() == {"thread_id": thread_id, "message_id": second.headers["x-message-id"], "status": "complete"}
+
+
 def test_completion_and_health(edge: str, fake: FakeUpstream) -> None:
     completion = httpx.post(f"{edge}/functions/v1/completion", json={"prompt": "hi"}, headers=auth(), timeout=10.0)
     health = httpx.get(f"{edge}/functions/v1/health", timeout=10.0)
