@@ -4,7 +4,7 @@ Run by hand from the repository root (needs ``wrk``: installed with apt-get when
 
     .venv/bin/python bench/gateway_compare.py             # ~3-4 min
     .venv/bin/python bench/gateway_compare.py --quick     # ~1 min smoke run (numbers not meaningful)
-    .venv/bin/python bench/gateway_compare.py --profile   # + py-spy profiles of serve under c=16 load
+    .venv/bin/python bench/gateway_compare.py --profile   # + py-spy profiles of serve (each ledger) under c=16 load
 
 Systems, all running at once and measured interleaved (rounds, order rotated and reversed every round),
 every one in front of the same fake OpenRouter (its own process, no chunk delay):
@@ -35,7 +35,11 @@ Measured:
 
 Cores: with two or more, the server under test gets the last core to itself, and wrk, the fake, this
 script and PostgreSQL share the others (for ``direct`` the fake moves to the server core while it is
-measured); ``--no-pin`` leaves placement to the kernel. Ratios are medians of per-round ratios.
+measured); ``--no-pin`` leaves placement to the kernel. ``--db-core server`` moves PostgreSQL (postmaster and
+every backend) to the server core while the PostgreSQL row is measured, as ``direct`` does with the fake:
+the ledger's store then counts as part of the system under test, and a request's four trips to it are
+not four cross-core wake-ups (each ~0.5 ms on our 2-core VMs, more than the SQL itself).
+Ratios are medians of per-round ratios.
 Results also go to ``bench/results/gateway_compare.json``. Only 127.0.0.1; every loop is bounded.
 """
 
@@ -306,17 +310,37 @@ def start_postgres(stack: contextlib.ExitStack) -> tuple[str | None, int | None,
     return cluster.dsn, pid, f"PostgreSQL {cluster.bindir.parent.name} at 127.0.0.1:{cluster.port}"
 
 
+def set_tree_affinity(root: int, cpus: set[int] | None) -> None:
+    """``set_affinity`` for a process and its live children (PostgreSQL's postmaster and backends)."""
+    if cpus is None:
+        return
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if int(entry.name) == root or parent == root:
+                    set_affinity(int(entry.name), cpus)
+
+
+# --db-core server: PostgreSQL goes to the server core while the PostgreSQL row is measured.
+DB_ON_SERVER_CORE = False
+
+
 @contextlib.contextmanager
 def measured(system: System, fake: FakeServerProcess, placement: Placement) -> Iterator[None]:
-    """For ``direct`` the fake is the server under test: it gets the server core while measured."""
-    if system.key != DIRECT:
+    """For ``direct`` the fake is the server under test: it gets the server core while measured (and, with
+    ``--db-core server``, PostgreSQL does for the PostgreSQL row)."""
+    moved = fake.pid if system.key == DIRECT else None
+    if system.db_pid is not None and DB_ON_SERVER_CORE:
+        moved = system.db_pid
+    if moved is None:
         yield
         return
-    set_affinity(fake.pid, placement.server)
+    set_tree_affinity(moved, placement.server)
     try:
         yield
     finally:
-        set_affinity(fake.pid, placement.rest)
+        set_tree_affinity(moved, placement.rest)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1025,12 +1049,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--starts", type=int, default=5, help="cold starts per ledger")
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL row")
     parser.add_argument("--no-client", action="store_true", help="skip the client-alone comparison")
-    parser.add_argument("--profile", action="store_true", help="py-spy the ledger-off and SQLite serve under load")
+    parser.add_argument("--profile", action="store_true", help="py-spy each serve under load")
     parser.add_argument("--profile-seconds", type=int, default=None, help="default 5 (--quick: 2)")
     parser.add_argument("--profile-top", type=int, default=15)
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--no-install", action="store_true", help="do not apt-get install wrk when it is missing")
     parser.add_argument("--no-pin", action="store_true", help="do not give the server under test a core of its own")
+    parser.add_argument(
+        "--db-core",
+        choices=("rest", "server"),
+        default="rest",
+        help="where PostgreSQL runs while the PostgreSQL row is measured (see the module's docstring)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 s points, one round, few streams")
     parser.add_argument("--output", default="gateway_compare", help="results file name under bench/results/")
     args = parser.parse_args(argv)
@@ -1054,6 +1084,8 @@ def _terminated(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    global DB_ON_SERVER_CORE
+    DB_ON_SERVER_CORE = args.db_core == "server"
     name = f"{args.output}.quick" if args.quick else args.output
     # SIGTERM unwinds like Ctrl+C does: every server, wrk and the PostgreSQL cluster are stopped on the way out
     signal.signal(signal.SIGTERM, _terminated)
@@ -1070,7 +1102,7 @@ def main(argv: list[str] | None = None) -> int:
     if wrk is None:
         print("NOTE: wrk unavailable: falling back to an asyncio + httpx-aiohttp load loop in this process", flush=True)
 
-    results: dict[str, Any] = {"benchmark": "gateway_compare"}
+    results: dict[str, Any] = {"benchmark": "gateway_compare", "db_core": args.db_core}
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-compare-")))
         fake = stack.enter_context(FakeServerProcess())
@@ -1138,7 +1170,7 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.profile:
                 results["profiles"] = {}
-                for key in (OFF, SQLITE):
+                for key in (k for k in (OFF, SQLITE, POSTGRES) if k in systems):
                     print(f"py-spy: {LABELS[key]} ...", flush=True)
                     results["profiles"][key] = profile(
                         systems[key], load, args.profile_seconds, RESULTS_DIR / f"{name}.py-spy.{key}.txt"

@@ -161,6 +161,51 @@ async def test_a_file_at_the_current_version_keeps_its_rows(tmp_path: Path) -> N
     await again.aclose()
 
 
+async def test_a_version_1_file_is_migrated_with_its_rows(tmp_path: Path) -> None:
+    """Version 2 made the small tables WITHOUT ROWID (fewer pages per write); a version 1 file keeps its
+    counts, limits, reservations and log."""
+    from openrouter_functions.ledger import sqlite_schema
+
+    path = tmp_path / "ledger.sqlite3"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        for statement in sqlite_schema._SCHEMA:  # version 1 is version 2 with rowids
+            conn.execute(statement.replace(") without rowid", ")"))
+        conn.executescript(
+            f"""
+            pragma user_version = 1;
+            insert into usage_daily (user_id, day, requests, in_flight, reserved_usd, cost_usd)
+              values ('{USER}', '2026-11-27', 3, 1, 0.01, 0.5);
+            insert into user_limits (user_id, daily_requests) values ('{USER}', 5);
+            insert into rate_windows values ('{USER}', '2026-11-27T12:00:00.000Z', 2);
+            insert into ledger_reservations (request_id, user_id, day, amount_usd, admission, created_at)
+              values ('r0', '{USER}', '2026-11-27', 0.01, '{{"admitted": true}}', '2026-11-27T11:59:00.000Z');
+            insert into request_log (request_id, user_id, function, status) values ('old', '{USER}', 'chat', 200);
+            """
+        )
+    assert "without rowid" not in Path(path).read_bytes().decode("latin-1").lower()
+
+    ledger = SQLiteLedger(path, clock=Clock())
+    # 3 settled + 1 in flight of the user's 5: one more is admitted, then the quota is reached.
+    assert (await ledger.begin("r1", USER, 0.01, Limits())).admitted
+    assert (await ledger.begin("r2", USER, 0.01, Limits())).limit == "daily_requests"
+    assert await ledger.finish(UsageRecord("r0", USER, "chat", admitted=True, cost_usd=0.25))
+    [usage] = await ledger.rows("usage_daily")
+    assert (usage["requests"], usage["in_flight"], usage["reserved_usd"], usage["cost_usd"]) == (4, 1, 0.01, 0.75)
+    assert (await ledger.rows("rate_windows"))[0]["requests"] == 3
+    assert {row["request_id"] for row in await ledger.rows("request_log")} == {"old", "r0"}
+    await ledger.aclose()
+
+    assert user_version(path) == SCHEMA_VERSION == 2
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        tables = dict(conn.execute("select name, sql from sqlite_master where type = 'table'").fetchall())
+        indexes = {name for (name,) in conn.execute("select name from sqlite_master where type = 'index'")}
+    assert sorted(tables) == sorted(("request_log", *sqlite_schema._WITHOUT_ROWID_SINCE_2))
+    assert all(tables[t].endswith("without rowid") for t in sqlite_schema._WITHOUT_ROWID_SINCE_2)
+    assert not tables["request_log"].endswith("without rowid")
+    assert "request_log_user_id_created_at_idx" in indexes
+    assert "ledger_reservations_user_id_created_at_idx" not in indexes  # see sqlite_schema._SCHEMA
+
+
 async def test_two_ledgers_on_one_file_share_the_limits(tmp_path: Path) -> None:
     """Like two local processes: BEGIN IMMEDIATE serializes them on the file, as the row lock does in SQL."""
     path = tmp_path / "ledger.sqlite3"
@@ -264,9 +309,50 @@ async def test_a_failed_checkpoint_costs_nothing_but_a_log_line(
     assert ledger._checkpointer is not None
     ledger._checkpointer.join(10)
     ledger.path = str(tmp_path / "missing" / "ledger.sqlite3")  # the checkpoint's connection cannot open it
-    assert await ledger.finish(UsageRecord("r1", USER, "chat", admitted=True))
+    assert await ledger.finish(UsageRecord("r1", USER, "chat", admitted=True))  # copies what the first one left
+    assert (await ledger.begin("r2", USER, 0.01, Limits())).admitted  # starts the next background checkpoint
     assert ledger._checkpointer is not None
     ledger._checkpointer.join(10)
     assert "sqlite_checkpoint_failed" in caplog.text
-    assert (await ledger.begin("r2", USER, 0.01, Limits())).admitted
+    assert await ledger.finish(UsageRecord("r2", USER, "chat", admitted=True))
+    assert (await ledger.begin("r3", USER, 0.01, Limits())).admitted
     await ledger.aclose()
+
+
+async def test_the_wal_starts_over_after_checkpoints_on_a_busy_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A background checkpoint leaves the frames committed while it ran; unless they are copied too, SQLite
+    never starts the WAL over and it grows with every request (it did: 55 MB per thousand requests)."""
+    import openrouter_functions.ledger.sqlite as module
+
+    monkeypatch.setattr(module, "CHECKPOINT_EVERY", 4)
+    path = tmp_path / "ledger.sqlite3"
+    ledger = SQLiteLedger(path)
+    checkpoint_now = ledger._checkpoint_now
+
+    def busy_checkpoint() -> None:
+        # A request commits while the checkpoint runs, as under load: after the frames it copies.
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("begin immediate")
+            other.execute("insert into user_limits (user_id, rpm) values (?, 1)", (str(len(ran)),))
+            checkpoint_now()
+            other.execute("commit")
+        ran.append(1)
+
+    ran: list[int] = []
+    monkeypatch.setattr(ledger, "_checkpoint_now", busy_checkpoint)
+    wal = Path(f"{path}-wal")
+    sizes = []
+    for n in range(120):
+        assert (await ledger.begin(f"r{n}", USER, 0.01, Limits())).admitted
+        assert await ledger.finish(UsageRecord(f"r{n}", USER, "chat", admitted=True, prompt_preview="p" * 500))
+        if ledger._checkpointer is not None:
+            ledger._checkpointer.join(10)
+        sizes.append(wal.stat().st_size)
+    await ledger.aclose()
+
+    assert len(ran) >= 20
+    # 120 requests write ~1,500 frames (6 MB); started over, the WAL holds a few checkpoint periods' worth.
+    assert max(sizes) < 1_000_000, sizes
+    assert sizes[-1] <= max(sizes[: len(sizes) // 2])

@@ -4,8 +4,9 @@ A project that ran the first ledger migration and one that starts fresh end with
 20261127000000_ledger.sql once created an eight-argument ``ledger_begin`` (with ``p_function`` and
 ``p_model``); 20261202000000_ledger_begin_signature.sql drops that and creates the six-argument one.
 The test database was built fresh; here, inside a transaction that is rolled back, its ledger_begin is
-swapped for the old signature and the new migration run again, and what results must equal what the
-fresh build made: the signature, the body, the settings, the owner's rights, the grants and the comment.
+swapped for the old signature and the new migration run again (then 20261202060000_ledger_fast_path.sql,
+which redefines the function once more), and what results must equal what the fresh build made: the
+signature, the body, the settings, the owner's rights, the grants and the comment.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from openrouter_functions.ledger.sqlite import TABLES, SQLiteLedger
 from pgcluster import ROOT, PgCluster
 
 NEW_MIGRATION = ROOT / "supabase" / "migrations" / "20261202000000_ledger_begin_signature.sql"
+# Redefines ledger_begin again (same signature, faster body): an upgraded project runs it after NEW_MIGRATION.
+FAST_PATH_MIGRATION = ROOT / "supabase" / "migrations" / "20261202060000_ledger_fast_path.sql"
 
 # Everything that makes up public.ledger_begin, as a JSON array on one line (one element per overload).
 FINGERPRINT = """
@@ -46,7 +49,13 @@ grant execute on function public.ledger_begin(text, uuid, text, text, numeric, i
 
 def test_an_upgraded_database_ends_like_a_fresh_one(pg: PgCluster) -> None:
     output = pg.psql(
-        "begin;\n" + FINGERPRINT + FIRST_VERSION + FINGERPRINT + f"\\i {NEW_MIGRATION}\n" + FINGERPRINT + "rollback;\n"
+        "begin;\n"
+        + FINGERPRINT
+        + FIRST_VERSION
+        + FINGERPRINT
+        + f"\\i {NEW_MIGRATION}\n\\i {FAST_PATH_MIGRATION}\n"
+        + FINGERPRINT
+        + "rollback;\n"
     )
     fresh, first_version, upgraded = (json.loads(line) for line in output.splitlines() if line)
 

@@ -85,6 +85,8 @@ def test_erasing_a_user_removes_every_row_of_theirs_and_nothing_else(pg: PgClust
         "user_limits": 1,
         "rate_windows": 1,
         "ledger_reservations": 1,
+        "threads": 0,  # their conversations go too (tests/db/test_threads_postgres.py erases some)
+        "messages": 0,
     }
     bob_rows = {"request_log": 3, "usage_daily": 1, "user_limits": 1, "rate_windows": 1, "ledger_reservations": 1}
     for line, kept in zip(rest, bob_rows.values(), strict=True):
@@ -140,3 +142,33 @@ def test_a_deleted_user_gets_no_new_rows_while_their_tokens_may_still_be_valid(p
         + f"select count(*) from public.request_log where user_id = '{ALICE}';",
     )
     assert aged[-1] == "1"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        # A duplicate finish (its log row exists) is refused too, not answered "duplicate".
+        f"""select public.ledger_finish('new-{ALICE}', '{ALICE}', '{{"status": 200, "admitted": true}}'::jsonb);""",
+        # A repeated begin (its reservation exists) and a new one on a day whose usage row exists.
+        f"select public.ledger_begin('running-{ALICE}', '{ALICE}', 0.01, 60, null, 1.0);",
+        f"select public.ledger_begin('another-{ALICE}', '{ALICE}', 0.01, 60, null, 1.0);",
+        # A request refused over a limit writes nothing either (no usage row for today is made).
+        f"delete from public.usage_daily where user_id = '{ALICE}';"
+        f"select public.ledger_begin('limited-{ALICE}', '{ALICE}', 0.01, 0, null, 1.0);",
+    ],
+)
+def test_the_tombstone_refuses_every_ledger_call_whatever_rows_exist(pg: PgCluster, call: str) -> None:
+    """The ledger functions check the tombstone themselves (20261202060000_ledger_fast_path.sql), on every
+    path, not only where a row is inserted."""
+    assert "was deleted" in refused(pg, f"insert into public.erased_users (user_id) values ('{ALICE}');" + call)
+
+
+def test_the_ledger_tables_carry_no_row_triggers(pg: PgCluster) -> None:
+    """Each trigger call cost every request time (up to four per request); the functions check instead."""
+    triggers = run(
+        pg,
+        "select count(*) from pg_catalog.pg_trigger t where not t.tgisinternal and t.tgrelid in ("
+        "'public.request_log'::regclass, 'public.usage_daily'::regclass,"
+        " 'public.ledger_reservations'::regclass, 'public.rate_windows'::regclass);",
+    )
+    assert triggers == ["0"]

@@ -4,7 +4,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(59);
+select plan(63);
 
 -- Helpers that read like the sentences below; they live in pg_temp and vanish with the transaction.
 create function pg_temp.begin_request(
@@ -301,6 +301,22 @@ select results_eq($$ select request_id from public.ledger_reservations
                   array['u12-live'], 'the live reservation is kept');
 select throws_ok($$ select public.ledger_release_stale('10000000-0000-4000-8000-000000000012', -1) $$,
                  '22023', null, 'a negative age is refused');
+
+-- The erased-user tombstone is checked by the functions themselves (20261202060000_ledger_fast_path.sql) --
+-- user 13: served once, then a tombstone (as the auth.users deletion leaves one)
+
+insert into answer select 'u13-1', pg_temp.begin_request('u13-1', '10000000-0000-4000-8000-000000000013', 0.01);
+insert into public.erased_users (user_id) values ('10000000-0000-4000-8000-000000000013');
+
+select throws_ok($$ select public.ledger_begin('u13-2', '10000000-0000-4000-8000-000000000013', 0.01, 60, null, 1.0) $$,
+                 '23514', null, 'a new begin for an erased user is refused');
+select throws_ok($$ select public.ledger_begin('u13-1', '10000000-0000-4000-8000-000000000013', 0.01, 60, null, 1.0) $$,
+                 '23514', null, 'a repeated begin for an erased user is refused, not answered from the reservation');
+select throws_ok($$ select public.ledger_finish('u13-1', '10000000-0000-4000-8000-000000000013',
+                                                 '{"status": 200, "admitted": true}'::jsonb) $$,
+                 '23514', null, 'a finish for an erased user is refused');
+select is((select count(*)::integer from public.request_log
+            where user_id = '10000000-0000-4000-8000-000000000013'), 0, 'nothing was logged for the erased user');
 
 select * from finish();
 rollback;
