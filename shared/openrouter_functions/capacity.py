@@ -88,6 +88,9 @@ class Slot:
         self.exchange.error_type = SHUTTING_DOWN
         if self._scope is not None:
             self._scope.cancel()
+        turn = self.exchange.turn
+        if turn is not None and turn.detached:  # a threaded answer read on after its caller left
+            turn.request_stop()
 
     def stuck(self) -> bool:
         """Whether this stream, ended, still waits for its caller to take a chunk (a caller that stopped

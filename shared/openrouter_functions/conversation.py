@@ -46,7 +46,16 @@ RUNNING: dict[str, TurnState] = {}
 
 # How long a stop request waits for the running turn to end its message (beyond two flush periods).
 STOP_WAIT_MARGIN = 2.0
-STOP_POLL_SECONDS = 0.1
+STOP_WAIT_MAX = 5.0
+STOP_POLL_SECONDS = 0.2
+FINISH_ATTEMPTS = 2
+FINISH_RETRY_SECONDS = 0.2
+# Users with a stop request waiting on this instance: a second one answers at once instead of polling too.
+_STOP_WAITERS: set[str] = set()
+
+
+# Parameters whose answers a thread cannot keep (tool calls are not text; it stores text).
+THREAD_UNSUPPORTED = ("functions", "function_call", "tool_choice", "tools")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,11 @@ def parse_thread_ask(body: dict[str, Any]) -> ThreadAsk | None:
         thread_id = parse_thread_id(raw)
         if thread_id is None:
             raise ApiError(400, "invalid_request", 'thread_id must be a thread\'s uuid or "new".')
+    unsupported = sorted(key for key in THREAD_UNSUPPORTED if key in body)
+    if unsupported:
+        raise ApiError(
+            400, "invalid_request", f"{', '.join(unsupported)}: threads keep text answers; not with thread_id."
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "invalid_request", "messages: send the new user message.")
@@ -127,6 +141,7 @@ def thread_store_error(exc: Exception) -> ApiError:
             "thread_busy",
             "An answer is still being written on this thread; wait for it or stop it (POST .../stop).",
             retry_after=1,
+            details={"message_id": exc.message_id} if exc.message_id else None,
         )
     return ApiError(503, "threads_unavailable", "Conversations are unavailable right now; try again.", retry_after=5)
 
@@ -156,6 +171,8 @@ class TurnState:
         self.finish_reason: str | None = None
         self.stop_requested = False
         self.stopped = False  # the turn ended because a stop was asked for
+        self.detached = False  # its caller left and the answer goes on (background)
+        self._written: str | None = None  # the text as last written (a heartbeat when it has not changed)
         self._reading: anyio.CancelScope | None = None
         self._done = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -258,8 +275,15 @@ class TurnState:
                 await asyncio.wait_for(self._done.wait(), self.flush_seconds)
             if self._done.is_set():
                 return
+            text = self.text
             try:
-                keep_going = await self.store.progress(self.message_id, storable(self.text, MESSAGE_CHARS) or "")
+                # Unchanged text is not sent again: the write only keeps the message's heartbeat (and reads
+                # the stop flag), so a long answer costs one full write per change, not per period.
+                changed = text != self._written
+                keep_going = await self.store.progress(
+                    self.message_id, (storable(text, MESSAGE_CHARS) or "") if changed else None
+                )
+                self._written = text
             except ThreadStoreUnavailable as exc:  # the next period tries again; the end is written anyway
                 log.warning("thread_progress_failed", extra={"json_fields": {"error": str(exc)}})
                 continue
@@ -279,25 +303,32 @@ class TurnState:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.settle_seconds + self.flush_seconds):
                 await self._flusher
         end = self._message_end(exchange, record)
-        try:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.settle_seconds * 5) as scope:
-                await self.store.finish(self.message_id, end)
-            if scope.cancelled_caught:
-                raise ThreadStoreUnavailable("timed out")
-        except ThreadStoreUnavailable as exc:
-            log.error(
-                "thread_message_unrecorded",
-                extra={"json_fields": {"message_id": self.message_id, "status": end.status, "error": str(exc)}},
-            )
+        problem = "timed out"
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.settle_seconds * 5):
+            for attempt in range(FINISH_ATTEMPTS):  # the end is what the user sees: one transient failure is retried
+                try:
+                    await self.store.finish(self.message_id, end)
+                    return
+                except ThreadStoreUnavailable as exc:
+                    problem = str(exc)
+                    if attempt + 1 < FINISH_ATTEMPTS:
+                        await anyio.sleep(FINISH_RETRY_SECONDS)
+        # Left `streaming`: the next turn or a stop marks it failed/stopped once its heartbeat is stale.
+        log.error(
+            "thread_message_unrecorded",
+            extra={"json_fields": {"message_id": self.message_id, "status": end.status, "error": problem}},
+        )
 
     def _message_end(self, exchange: Exchange, record: UsageRecord | None) -> MessageEnd:
         status: MessageStatus
-        if self.stopped or exchange.outcome == "stopped":
-            status = "stopped"
-        elif exchange.outcome == "cancelled" and exchange.error_type != "shutting_down":
-            status = "stopped"  # the caller hung up
-        elif exchange.status >= 400 or exchange.outcome != "ok":
+        if exchange.error_type == "shutting_down":
+            status = "failed"  # the instance stopped under it (a deploy, a scale-in): settled like a hang-up
+        elif exchange.outcome == "upstream_error" or (exchange.status >= 400 and exchange.outcome != "stopped"):
             status = "failed"
+        elif self.finish_reason is not None:
+            status = "complete"  # the model finished, whatever came after (a late stop, a hang-up before usage)
+        elif self.stopped or exchange.outcome in ("stopped", "cancelled"):
+            status = "stopped"  # asked to stop, or the caller hung up
         else:
             status = "complete"
         text = self.text
@@ -320,23 +351,33 @@ class TurnState:
 async def stop_answer(
     store: ThreadStore,
     user_id: str,
-    thread_id: str,
+    thread_id: str | None,
     message_id: str | None,
     *,
     stale_seconds: int,
     flush_seconds: float,
 ) -> dict[str, Any]:
-    """Ask the thread's running answer to stop and wait (bounded) until it has: the stop endpoint's body."""
+    """Ask the thread's running answer to stop and wait (bounded) until it has: the stop endpoint's body.
+
+    ``status`` stays ``streaming`` when the instance running the answer has not seen the stop within the
+    wait (it will at its next write, or the answer counts as dead once its heartbeat is stale). One waiter
+    per user on an instance: a second stop from the same user answers at once.
+    """
     try:
         answer = await store.stop(user_id, thread_id, message_id, stale_seconds)
         if answer.status == "streaming" and answer.message_id is not None:
             local = RUNNING.get(answer.message_id)
             if local is not None:
                 local.request_stop()
-            with anyio.move_on_after(2 * flush_seconds + STOP_WAIT_MARGIN):
-                while answer.status == "streaming":
-                    await anyio.sleep(STOP_POLL_SECONDS)
-                    answer = await store.stop(user_id, thread_id, answer.message_id, stale_seconds)
+            if user_id not in _STOP_WAITERS:
+                _STOP_WAITERS.add(user_id)
+                try:
+                    with anyio.move_on_after(min(2 * flush_seconds + STOP_WAIT_MARGIN, STOP_WAIT_MAX)):
+                        while answer.status == "streaming":
+                            await anyio.sleep(STOP_POLL_SECONDS)
+                            answer = await store.stop(user_id, answer.thread_id, answer.message_id, stale_seconds)
+                finally:
+                    _STOP_WAITERS.discard(user_id)
     except (ThreadNotFound, ThreadStoreUnavailable) as exc:
         if isinstance(exc, ThreadStoreUnavailable):
             log.error("thread_store_unavailable", extra={"json_fields": {"error": str(exc)}})

@@ -222,7 +222,7 @@ async def _start_turn(runtime: Runtime, exchange: Exchange, ask: ThreadAsk) -> A
         request_id=exchange.ledger_id,
         max_messages=settings.thread_history_messages,
         max_tokens=settings.thread_history_tokens,
-        stale_seconds=runtime.stale_seconds,
+        stale_seconds=runtime.thread_stale_seconds,
         system=ask.system,
     )
     turn = await begin_turn(store, request)
@@ -250,12 +250,13 @@ async def stop_generation(request: Request, exchange: Exchange, runtime: Runtime
     runtime.refuse_if_unsafe()
     exchange.user_id, exchange.is_service = caller.user_id, caller.is_service
     body = await read_json(request, runtime.settings.max_body_bytes)
-    if not isinstance(body, dict) or set(body) - {"thread_id", "message_id"}:
-        raise ApiError(400, "invalid_request", 'Send {"thread_id": "<uuid>"}, optionally with "message_id".')
-    thread_id = parse_thread_id(body.get("thread_id"))
-    message_id = parse_thread_id(body["message_id"]) if body.get("message_id") is not None else None
-    if thread_id is None or (body.get("message_id") is not None and message_id is None):
-        raise ApiError(400, "invalid_request", "thread_id (and message_id, when given) must be uuids.")
+    if not isinstance(body, dict) or set(body) - {"thread_id", "message_id"} or not body:
+        raise ApiError(400, "invalid_request", 'Send {"thread_id": "<uuid>"} or {"message_id": "<uuid>"}.')
+    given = {key: body[key] for key in ("thread_id", "message_id") if body.get(key) is not None}
+    ids = {key: parse_thread_id(value) for key, value in given.items()}
+    if not ids or None in ids.values():
+        raise ApiError(400, "invalid_request", "thread_id and message_id must be uuids (one of them at least).")
+    thread_id, message_id = ids.get("thread_id"), ids.get("message_id")
     store = runtime.threads
     if store is None:
         raise ApiError(400, "threads_unavailable", "Conversations need a ledger store; LEDGER_BACKEND is off.")
@@ -264,7 +265,7 @@ async def stop_generation(request: Request, exchange: Exchange, runtime: Runtime
         ledger_user_id(caller.user_id),
         thread_id,
         message_id,
-        stale_seconds=runtime.stale_seconds,
+        stale_seconds=runtime.thread_stale_seconds,
         flush_seconds=runtime.settings.thread_flush_seconds,
     )
     return json_response(answer)

@@ -149,7 +149,9 @@ async def relay_stream(
     # Wait for the first events so that a failure before the stream starts (bad model, upstream down
     # after retries) is an ordinary HTTP error, not a 200 whose body is an error.
     try:
-        first: list[bytes | SSEComment] | None = await batches.__anext__()
+        # A threaded turn reads under its own cancel scope from the start: a stop asked while the model has
+        # not yet said anything (a long think) ends the wait at once.
+        first: list[bytes | SSEComment] | None = await batches.__anext__() if turn is None else await turn.read(batches)
     except StopAsyncIteration:
         first = None
     except BaseException:
@@ -187,7 +189,7 @@ async def relay_stream(
                 if parts:
                     yield b"".join(parts)
                 batch = await anext(batches, None) if turn is None else await turn.read(batches)
-            if turn is not None and turn.stopped:
+            if turn is not None and turn.stopped and not stream.completed:
                 exchange.outcome = "stopped"
                 if not done_sent:
                     yield _stopped_event(stream, exchange) + DONE_EVENT
@@ -202,7 +204,9 @@ async def relay_stream(
         except BaseException:
             exchange.outcome = "cancelled"
             if turn is not None and turn.background and not stream.completed and exchange.error_type is None:
-                # The caller left (a page reload): the answer goes on into its message, bounded in time.
+                # The caller left (a page reload): the answer goes on into its message, bounded in time. A stop
+                # ends it, and so does the server's shutdown drain (capacity.Slot.end stops a detached turn).
+                turn.detached = True
                 with anyio.CancelScope(shield=True), anyio.move_on_after(background_seconds) as scope:
                     try:
                         await _read_on(batches, turn)
@@ -210,8 +214,9 @@ async def relay_stream(
                         exchange.fail(reply_for(exc))
                         exchange.status, exchange.outcome = 200, "upstream_error"
                     else:
-                        exchange.outcome = "stopped" if turn.stopped else "ok"
-                if scope.cancelled_caught:
+                        stopped = turn.stopped and not stream.completed
+                        exchange.outcome = "stopped" if stopped else "ok"
+                if scope.cancelled_caught or exchange.error_type == "shutting_down":
                     exchange.outcome = "cancelled"
             raise
         finally:

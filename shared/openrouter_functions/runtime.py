@@ -28,6 +28,9 @@ from .threads import ThreadStore
 # A reservation older than OPENROUTER_DEADLINE + SHUTDOWN_DRAIN_SECONDS + this belongs to an instance that
 # died before settling it: a refused user gets it back (Meter, ledger_release_stale).
 STALE_MARGIN_SECONDS = 30.0
+# A `streaming` message not written for this many flush periods (and at least this many seconds) is dead.
+THREAD_STALE_FLUSHES = 20
+THREAD_STALE_MIN_SECONDS = 10
 
 __all__ = ["Runtime", "UpstreamProbe", "close_runtime", "get_runtime", "reset_runtime"]
 
@@ -186,6 +189,12 @@ class Runtime:
         """Past this age a reservation or a `streaming` message belongs to an instance that died."""
         s = self.settings
         return math.ceil(s.openrouter_deadline + s.shutdown_drain_seconds + STALE_MARGIN_SECONDS)
+
+    @property
+    def thread_stale_seconds(self) -> int:
+        """Past this age without a write, a `streaming` message belongs to an instance that died: a running
+        turn writes (at least a heartbeat) every ``THREAD_FLUSH_SECONDS``."""
+        return max(THREAD_STALE_MIN_SECONDS, math.ceil(THREAD_STALE_FLUSHES * self.settings.thread_flush_seconds))
 
     @property
     def threads(self) -> ThreadStore | None:

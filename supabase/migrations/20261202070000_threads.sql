@@ -78,6 +78,9 @@ comment on table public.messages is
 
 -- At most one running generation per thread (thread_turn_begin's lock already serializes turns; this makes
 -- it an invariant), and the index the busy check and thread_stop look the running one up by.
+-- A user's own messages across threads (what the RLS filter reads when a query names no thread).
+create index messages_user_id_created_at_idx on public.messages (user_id, created_at desc);
+
 create unique index messages_streaming_thread_id_idx on public.messages (thread_id) where status = 'streaming';
 
 alter table public.messages enable row level security;
@@ -164,6 +167,10 @@ begin
   if char_length(p_user_text) > 1000000 or char_length(p_system) > 1000000 then
     raise exception 'thread_turn_begin: a message is longer than 1000000 characters' using errcode = '22001';
   end if;
+
+  -- One user's turns and their erasure take this lock first: a deletion that commits while a turn starts
+  -- either sees the turn's rows (and deletes them) or is seen by it (its tombstone refuses the turn).
+  perform pg_advisory_xact_lock(hashtextextended('public.threads:' || p_user_id::text, 0));
 
   -- Writes for a user deleted in the last day are refused, as the ledger's are (20261202050000).
   if exists (select 1 from public.erased_users e
@@ -284,8 +291,10 @@ declare
   v_stop boolean;
 begin
   -- Truncated rather than refused: losing the whole answer over its tail would be the worse failure.
+  -- A null p_content is a heartbeat: the text has not changed since the last write, only the time is kept.
   update public.messages m
-     set content = left(coalesce(p_content, ''), 1000000), updated_at = now()
+     set content = case when p_content is null then m.content else left(p_content, 1000000) end,
+         updated_at = now()
    where m.id = p_message_id and m.status = 'streaming'
   returning m.stop_requested into v_stop;
   if found then
@@ -439,6 +448,7 @@ begin
   if p_user_id is null then
     raise exception 'erase_user_data: p_user_id is required' using errcode = '22004';
   end if;
+  perform pg_advisory_xact_lock(hashtextextended('public.threads:' || p_user_id::text, 0));  -- as thread_turn_begin
   perform 1 from public.usage_daily u where u.user_id = p_user_id order by u.day desc for update;
   delete from public.ledger_reservations r where r.user_id = p_user_id;
   get diagnostics v_reservations = row_count;

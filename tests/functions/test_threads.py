@@ -486,3 +486,91 @@ async def test_a_plain_answer_can_be_stopped_too(live: str, slow_fake: FakeOpenR
 
 async def _status_is_any(status: str) -> bool:
     return any(m["status"] == status for m in await store().rows("messages"))
+
+
+# -- review fixes: shutdown, an early stop, heartbeats, busy details, tools, stop by message --------------
+
+
+async def test_a_shutdown_ends_a_background_answer_and_settles_it(live: str, slow_fake: FakeOpenRouter) -> None:
+    """A detached (background) answer must not outlive the drain: it is ended, failed as shutting_down, and
+    charged its reservation, not left `streaming` with an unsettled reservation."""
+    from openrouter_functions.capacity import IN_FLIGHT
+
+    async with httpx.AsyncClient(base_url=live, timeout=10) as http:
+        response, thread_id, _, _ = await _started_stream(http, turn(LONG, stream=True, background=True))
+        await response.aclose()
+    await _until(lambda: _content_has(thread_id, "w5"))
+    try:
+        IN_FLIGHT.end_all()  # the drain's deadline
+        await _until(lambda: _status_is(thread_id, "failed"))
+    finally:
+        IN_FLIGHT.reset()
+    answer = (await messages_of(thread_id))[-1]
+    assert answer["error_type"] == "shutting_down"
+    assert "w199" not in answer["content"]
+    await _until(lambda: _no_connections(slow_fake))
+    ledger = get_runtime().meter.backend
+    assert isinstance(ledger, SQLiteLedger)
+    [row] = await ledger.rows("request_log")
+    assert (row["outcome"], row["cost_usd"]) == ("cancelled", 0.01)
+    [day] = await ledger.rows("usage_daily")
+    assert (day["in_flight"], day["reserved_usd"]) == (0, 0)
+
+
+async def test_a_stop_before_the_first_chunk_ends_the_wait_at_once(live: str, slow_fake: FakeOpenRouter) -> None:
+    slow_fake.script({"fault": "slow", "delay": 8})  # a model that thinks for 8 s before its first word
+    async with httpx.AsyncClient(base_url=live, timeout=10) as http:
+        call = asyncio.create_task(http.post("/chat", json=turn("think hard", stream=True), headers=bearer()))
+        await _until(lambda: _status_is_any("streaming"))
+        [thread] = await store().rows("threads")
+        started = asyncio.get_running_loop().time()
+        stop = await http.post("/chat/stop", json={"thread_id": thread["id"]}, headers=bearer())
+        answer = await call
+        waited = asyncio.get_running_loop().time() - started
+    assert stop.json()["status"] == "stopped"
+    assert waited < 4  # not the 8 s the model would have taken
+    assert answer.status_code == 200
+    assert '"stopped":true' in answer.text
+    assert answer.text.rstrip().endswith("data: [DONE]")
+
+
+async def test_unchanged_text_is_not_written_again(tmp_path: Any) -> None:
+    threads = SQLiteThreadStore(tmp_path / "t.sqlite3", clock=lambda: clock[0])
+    clock = [1_800_000_000.0]
+    turn_ = await threads.begin_turn(TurnRequest(USER_ID, None, "hi", "m", "r", 50, 16_000, 60))
+    assert await threads.progress(turn_.message_id, "partial") is True
+    clock[0] += 5
+    assert await threads.progress(turn_.message_id, None) is True  # a heartbeat
+    [answer] = [m for m in await threads.rows("messages") if m["id"] == turn_.message_id]
+    assert answer["content"] == "partial"
+    assert answer["updated_at"].startswith("2027-01-15T08:00:05")
+    await threads.aclose()
+
+
+async def test_a_busy_thread_names_the_running_answer(live: str) -> None:
+    async with httpx.AsyncClient(base_url=live, timeout=10) as http:
+        response, thread_id, message_id, _ = await _started_stream(http, turn(LONG, stream=True))
+        busy = await http.post("/chat", json=turn("again", thread_id), headers=bearer())
+        await http.post("/chat/stop", json={"message_id": message_id}, headers=bearer())  # by its message alone
+        await response.aclose()
+    assert busy.status_code == 409
+    assert busy.json()["error"]["message_id"] == message_id
+    await _until(lambda: _status_is(thread_id, "stopped"))
+
+
+@pytest.mark.parametrize("key", ["tools", "tool_choice"])
+async def test_tools_are_refused_on_threads(client: httpx.AsyncClient, fake: FakeOpenRouter, key: str) -> None:
+    value: Any = [{"type": "function", "function": {"name": "f", "parameters": {}}}] if key == "tools" else "auto"
+    response = await client.post("/chat", json=turn("hi", **{key: value}), headers=bearer())
+    assert response.status_code == 400
+    assert key in response.json()["error"]["message"]
+    assert fake.received == []
+
+
+async def test_a_stop_by_message_of_another_user_is_not_found(client: httpx.AsyncClient) -> None:
+    mine = await client.post("/chat", json=turn("hello"), headers=bearer())
+    stranger = bearer(mint(sub=OTHER_USER))
+    stop = await client.post("/chat/stop", json={"message_id": mine.headers["X-Message-Id"]}, headers=stranger)
+    assert stop.status_code == 404
+    own = await client.post("/chat/stop", json={"message_id": mine.headers["X-Message-Id"]}, headers=bearer())
+    assert own.json()["status"] == "complete"

@@ -213,7 +213,7 @@ class ThreadStore(Protocol):
         :class:`ThreadNotFound` when the thread does not exist or is not the user's."""
         ...
 
-    async def progress(self, message_id: str, content: str) -> bool:
+    async def progress(self, message_id: str, content: str | None) -> bool:
         """Write the answer so far (and the heartbeat); False when a stop was asked for or the message is
         no longer `streaming`."""
         ...
@@ -222,7 +222,7 @@ class ThreadStore(Protocol):
         """End the message (only from `streaming`; False when it had already ended)."""
         ...
 
-    async def stop(self, user_id: str, thread_id: str, message_id: str | None, stale_seconds: int) -> StopAnswer:
+    async def stop(self, user_id: str, thread_id: str | None, message_id: str | None, stale_seconds: int) -> StopAnswer:
         """Ask the thread's running generation (or that message) to stop. A `streaming` message whose
         instance died (not written for ``stale_seconds``) is marked `stopped` at once.
         :class:`ThreadNotFound` for another user's or an unknown thread or message."""

@@ -38,7 +38,9 @@ class PostgresThreadStore:
 
     name = "postgres"
 
-    def __init__(self, dsn: str, *, pool_size: int = 4, connect_timeout: float = 5.0) -> None:
+    # Running turns write every THREAD_FLUSH_SECONDS besides their begin and finish: more connections than
+    # the ledger's four.
+    def __init__(self, dsn: str, *, pool_size: int = 8, connect_timeout: float = 5.0) -> None:
         # connect_timeout bounds reaching the store (libpq's connect, and the wait for a pooled connection).
         self._dsn = dsn
         self._pool_size = pool_size
@@ -48,10 +50,13 @@ class PostgresThreadStore:
         self._degraded = False  # a connection was lost: calls connect on their own until one succeeds
         self._own_connections = asyncio.Semaphore(pool_size)
         self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def _get_pool(self) -> AsyncConnectionPool:
         if self._pool is not None:
             return self._pool
+        if self._closed:  # a late write after the runtime closed (a turn still ending) opens no new pool
+            raise ThreadStoreUnavailable("postgres: the thread store is closed")
         async with self._opening:  # two first calls at once must not open two pools
             if self._pool is not None:
                 return self._pool
@@ -153,7 +158,7 @@ class PostgresThreadStore:
         )
         return Turn.from_json(answer)
 
-    async def progress(self, message_id: str, content: str) -> bool:
+    async def progress(self, message_id: str, content: str | None) -> bool:
         answer = await self._one("thread_message_progress", _PROGRESS, (message_id, content), repeatable=True)
         if not isinstance(answer, dict):
             raise ThreadStoreUnavailable(f"unexpected answer from thread_message_progress: {answer!r}")
@@ -165,11 +170,12 @@ class PostgresThreadStore:
             raise ThreadStoreUnavailable(f"unexpected answer from thread_message_finish: {answer!r}")
         return answer
 
-    async def stop(self, user_id: str, thread_id: str, message_id: str | None, stale_seconds: int) -> StopAnswer:
+    async def stop(self, user_id: str, thread_id: str | None, message_id: str | None, stale_seconds: int) -> StopAnswer:
         answer = await self._one("thread_stop", _STOP, (user_id, thread_id, message_id, stale_seconds), repeatable=True)
         return StopAnswer.from_json(answer)
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

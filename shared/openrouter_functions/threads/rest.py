@@ -83,7 +83,7 @@ class SupabaseRestThreadStore:
         )
         return Turn.from_json(answer)
 
-    async def progress(self, message_id: str, content: str) -> bool:
+    async def progress(self, message_id: str, content: str | None) -> bool:
         answer = await self._rpc("thread_message_progress", {"p_message_id": message_id, "p_content": content})
         if not isinstance(answer, dict):
             raise ThreadStoreUnavailable(f"unexpected answer from thread_message_progress: {answer!r}")
@@ -95,7 +95,7 @@ class SupabaseRestThreadStore:
             raise ThreadStoreUnavailable(f"unexpected answer from thread_message_finish: {answer!r}")
         return answer
 
-    async def stop(self, user_id: str, thread_id: str, message_id: str | None, stale_seconds: int) -> StopAnswer:
+    async def stop(self, user_id: str, thread_id: str | None, message_id: str | None, stale_seconds: int) -> StopAnswer:
         answer = await self._rpc(
             "thread_stop",
             {

@@ -72,7 +72,9 @@ _SCHEMA = (
       created_at        text not null default {_NOW},
       updated_at        text not null default {_NOW},
       unique (thread_id, seq))""",
-    "create index if not exists messages_streaming_idx on messages (thread_id) where status = 'streaming'",
+    "create unique index if not exists messages_streaming_thread_id_idx on messages (thread_id)"
+    " where status = 'streaming'",
+    "create index if not exists messages_user_id_created_at_idx on messages (user_id, created_at desc)",
 )
 
 
@@ -119,8 +121,11 @@ class SQLiteThreadStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
 
     def _connection(self) -> sqlite3.Connection:
+        if self._closed:  # a late write after the runtime closed (a turn still ending) does not reopen it
+            raise ThreadStoreUnavailable("sqlite: the thread store is closed")
         if self._conn is None:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -226,12 +231,12 @@ class SQLiteThreadStore:
         dropped = dropped_here + (eligible - len(newest))
         return Turn(thread_id, user_message_id, message_id, history, dropped, created)
 
-    async def progress(self, message_id: str, content: str) -> bool:
+    async def progress(self, message_id: str, content: str | None) -> bool:
         def write(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
-                "update messages set content = ?, updated_at = ? where id = ? and status = 'streaming'"
-                " returning stop_requested",
-                (content[:MESSAGE_CHARS], _timestamp(self._now()), message_id),
+                "update messages set content = coalesce(?, content), updated_at = ?"
+                " where id = ? and status = 'streaming' returning stop_requested",
+                (None if content is None else content[:MESSAGE_CHARS], _timestamp(self._now()), message_id),
             ).fetchone()
             return row is not None and not row[0]
 
@@ -268,42 +273,52 @@ class SQLiteThreadStore:
 
         return await self._run(write)  # type: ignore[no-any-return]
 
-    async def stop(self, user_id: str, thread_id: str, message_id: str | None, stale_seconds: int) -> StopAnswer:
+    async def stop(self, user_id: str, thread_id: str | None, message_id: str | None, stale_seconds: int) -> StopAnswer:
         def write(conn: sqlite3.Connection) -> StopAnswer:
-            owned = conn.execute("select 1 from threads where id = ? and user_id = ?", (thread_id, user_id))
+            thread = thread_id
+            if thread is None:  # named by its message alone
+                found = conn.execute("select thread_id from messages where id = ?", (message_id,)).fetchone()
+                if found is None:
+                    raise ThreadNotFound()
+                thread = str(found[0])
+            owned = conn.execute("select 1 from threads where id = ? and user_id = ?", (thread, user_id))
             if owned.fetchone() is None:
                 raise ThreadNotFound()
-            now = self._now()
-            if message_id is not None:
-                row = conn.execute(
-                    "select id, status, updated_at from messages where id = ? and thread_id = ? and role = 'assistant'",
-                    (message_id, thread_id),
-                ).fetchone()
-                if row is None:
-                    raise ThreadNotFound()
-            else:
-                row = conn.execute(
-                    "select id, status, updated_at from messages where thread_id = ? and role = 'assistant'"
-                    " order by (status = 'streaming') desc, seq desc limit 1",
-                    (thread_id,),
-                ).fetchone()
-                if row is None:
-                    return StopAnswer(thread_id, None, "idle")
-            found, status, updated = row
-            if status != "streaming":
-                return StopAnswer(thread_id, found, status)
-            stamp = _timestamp(now)
-            if updated < _timestamp(now - timedelta(seconds=stale_seconds)):  # its instance is gone
-                conn.execute(
-                    "update messages set status = 'stopped', stop_requested = 1, finish_reason = 'stop',"
-                    " updated_at = ? where id = ?",
-                    (stamp, found),
-                )
-                return StopAnswer(thread_id, found, "stopped", True)
-            conn.execute("update messages set stop_requested = 1 where id = ?", (found,))
-            return StopAnswer(thread_id, found, "streaming", True)
+            return self._stop(conn, thread, message_id, stale_seconds)
 
         return await self._run(write)  # type: ignore[no-any-return]
+
+    def _stop(self, conn: sqlite3.Connection, thread_id: str, message_id: str | None, stale_seconds: int) -> StopAnswer:
+        """``thread_stop`` once the thread is known to be the user's."""
+        now = self._now()
+        if message_id is not None:
+            row = conn.execute(
+                "select id, status, updated_at from messages where id = ? and thread_id = ? and role = 'assistant'",
+                (message_id, thread_id),
+            ).fetchone()
+            if row is None:
+                raise ThreadNotFound()
+        else:
+            row = conn.execute(
+                "select id, status, updated_at from messages where thread_id = ? and role = 'assistant'"
+                " order by (status = 'streaming') desc, seq desc limit 1",
+                (thread_id,),
+            ).fetchone()
+            if row is None:
+                return StopAnswer(thread_id, None, "idle")
+        found, status, updated = row
+        if status != "streaming":
+            return StopAnswer(thread_id, found, status)
+        stamp = _timestamp(now)
+        if updated < _timestamp(now - timedelta(seconds=stale_seconds)):  # its instance is gone
+            conn.execute(
+                "update messages set status = 'stopped', stop_requested = 1, finish_reason = 'stop',"
+                " updated_at = ? where id = ?",
+                (stamp, found),
+            )
+            return StopAnswer(thread_id, found, "stopped", True)
+        conn.execute("update messages set stop_requested = 1 where id = ?", (found,))
+        return StopAnswer(thread_id, found, "streaming", True)
 
     async def rows(self, table: str) -> list[dict[str, Any]]:
         """Every row of ``threads`` or ``messages`` (tests and local tools)."""
@@ -319,6 +334,7 @@ class SQLiteThreadStore:
 
     async def aclose(self) -> None:
         with self._lock:
+            self._closed = True
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
