@@ -337,6 +337,30 @@ async def test_a_deleted_user_is_refused_as_unavailable(pg: PgCluster, store: Po
     assert await rows(pg, "select count(*) from public.threads where user_id = %s", user) == [(0,)]
 
 
+async def test_a_new_thread_started_while_its_user_is_deleted_does_not_survive(
+    pg: PgCluster, store: PostgresThreadStore
+) -> None:
+    """The deletion (tombstone + erase_user_data, as the auth.users trigger runs them) holds the user's lock
+    until it commits: a turn that starts meanwhile waits, then sees the tombstone; nothing is left behind."""
+    user = new_user()
+    async with await psycopg.AsyncConnection.connect(pg.dsn) as deleting:
+        await deleting.execute("insert into public.erased_users (user_id) values (%s)", (user,))
+        await deleting.execute("select public.erase_user_data(%s)", (user,))
+        starting = asyncio.create_task(store.begin_turn(request(user, None, "racing the deletion")))
+        for _ in range(200):  # bounded: until the turn waits on the deletion's lock
+            if await lock_waiters(pg):
+                break
+            await asyncio.sleep(0.02)
+        assert await lock_waiters(pg) == 1
+        await deleting.commit()
+    with pytest.raises(ThreadStoreUnavailable, match="user was deleted"):
+        await asyncio.wait_for(starting, TIMEOUT)
+    try:
+        assert await rows(pg, "select count(*) from public.threads where user_id = %s", user) == [(0,)]
+    finally:
+        await rows(pg, "delete from public.erased_users where user_id = %s", user)
+
+
 async def test_nothing_outlives_a_statement_so_a_transaction_pooler_is_safe(pg: PgCluster) -> None:
     threads = PostgresThreadStore(pg.dsn, pool_size=1)  # one connection: every call below runs on it
     user = new_user()
