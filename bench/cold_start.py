@@ -13,6 +13,14 @@ largest process) when the port first accepts a connection and one second after t
 
     .venv/bin/python bench/cold_start.py --runs 5
     .venv/bin/python bench/cold_start.py --runs 5 --compare /path/to/older/checkout   # interleaved A/B
+    .venv/bin/python bench/cold_start.py --instructions [--compare ...]              # ~2 min per tree
+
+``--instructions`` counts instead the CPU instructions (valgrind's callgrind; the Debian ``valgrind``
+package) one process spends loading the app and answering its first request in-process (no socket, no
+server): serve's app then ``GET /health``; functions-framework's ASGI app of ``health`` then ``GET
+/health``; serve's app then ``POST /chat``. The count barely moves between runs however busy the
+machine is, so it shows a change of a few per cent that wall and CPU times (varying by tens of per cent
+on a shared VM) cannot.
 """
 
 from __future__ import annotations
@@ -158,11 +166,87 @@ def one(config: str, first: str, upstream: str, root: Path) -> tuple[float, floa
             proc.wait(10)
 
 
+# One process: load the app as the configuration does, answer one request in-process, exit 0 on a 200.
+FIRST_REQUEST = r"""
+import asyncio, json, sys
+
+shape, folder, token = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+async def main():
+    if shape.startswith("serve"):
+        from openrouter_devtools.serve import build_app, find_functions_dir
+
+        app = build_app(find_functions_dir(folder))
+    else:
+        from functions_framework.aio import create_asgi_app
+
+        app = create_asgi_app("health", f"{folder}/health/main.py")
+    body, headers = b"", []
+    if shape.endswith("chat"):
+        body = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
+        headers = [(b"content-type", b"application/json"), (b"authorization", f"Bearer {token}".encode())]
+    scope = {
+        "type": "http", "method": "POST" if body else "GET", "path": "/chat" if body else "/health",
+        "root_path": "", "headers": headers, "query_string": b"", "http_version": "1.1", "scheme": "http",
+        "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1),
+    }
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    from openrouter_functions.runtime import close_runtime
+
+    await close_runtime()
+    sys.exit(0 if sent[0]["status"] == 200 else 1)
+
+
+asyncio.run(main())
+"""
+INSTRUCTION_SHAPES = ("serve-health", "ff-health", "serve-chat")
+
+
+def instructions(shape: str, upstream: str, root: Path) -> int:
+    """CPU instructions (callgrind) of one process loading the app and answering its first request."""
+    env = environment("serve-off", 0, upstream, tempfile.gettempdir(), root)
+    valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    done = subprocess.run(
+        [*valgrind, sys.executable, "-c", FIRST_REQUEST, shape, str(root / "functions"), token()],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{shape} in {root}: exit {done.returncode}\n{done.stderr[-2000:]}")
+    for line in done.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1])
+    raise RuntimeError("no instruction count in valgrind's output")
+
+
+def count_instructions(roots: dict[str, Path], upstream: str) -> None:
+    """Each shape once per tree, the trees side by side (the count is deterministic to a fraction of a %)."""
+    for shape in INSTRUCTION_SHAPES:
+        counts = {label: instructions(shape, upstream, root) for label, root in roots.items()}
+        line = "  ".join(f"{label or 'this:'} {count / 1e9:.3f} G" for label, count in counts.items())
+        if len(counts) == 2:
+            this, base = counts.values()
+            line += f"  ({(this - base) / base:+.1%})"
+        print(f"{shape:14s} instructions to the first 200: {line}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--configs", default="serve-off,serve-sqlite,ff-health")
     parser.add_argument("--compare", type=Path, default=None, help="another tree with shared/, functions/")
+    parser.add_argument("--instructions", action="store_true", help="count CPU instructions (valgrind) instead")
     args = parser.parse_args()
     roots = {"": ROOT} | ({"base:": args.compare.resolve()} if args.compare else {})
     configs = [label + c for label in roots for c in args.configs.split(",")]
@@ -177,6 +261,9 @@ def main() -> int:
     try:
         while request(fake_port, "GET", "/") is None:
             time.sleep(0.01)
+        if args.instructions:
+            count_instructions(roots, upstream)
+            return 0
         results: dict[str, dict[str, list[float]]] = {
             c: {"health": [], "health_cpu": [], "chat": [], "chat_cpu": [], "rss": [], "rss0": []} for c in configs
         }

@@ -156,10 +156,13 @@ def build_app(functions_dir: Path, mounts: Mapping[str, ASGIApp] | None = None) 
     """Load each function with functions-framework and route to it by name."""
     from functions_framework import create_app
 
-    apps = {
-        name: create_app(name, str(functions_dir / name / "main.py"))  # type: ignore[no-untyped-call]
-        for name in FUNCTIONS
-    }
+    from openrouter_functions.hosting import own_listener
+
+    with own_listener():  # uvicorn with guarded_protocol listens here, never functions-framework's worker
+        apps = {
+            name: create_app(name, str(functions_dir / name / "main.py"))  # type: ignore[no-untyped-call]
+            for name in FUNCTIONS
+        }
     return FunctionsRouter(apps, mounts)
 
 

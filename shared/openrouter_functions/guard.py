@@ -301,9 +301,9 @@ def _tripped(reading: str, hits: dict[str, Confidence]) -> None:
             continue
         if seen is None:
             if (
-                rule.anywhere is not None
+                rule.anywhere_source is not None  # compiled only for a text that may hold it
                 and any(c in reading for c in rule.anywhere_needs)
-                and rule.anywhere.search(reading)
+                and rule.anywhere.search(reading)  # type: ignore[union-attr]  # not None: it has a source
             ):
                 seen = "low"
             elif not present.isdisjoint(rule.triggers):

@@ -987,20 +987,31 @@ class Rule:
     tokens, which start with punctuation) a pattern searched anywhere once one of ``anywhere_needs`` is in
     the text.
 
+    Every pattern is compiled the first time it is tried: ``at_word`` once a text holds one of
+    ``triggers``, ``anywhere`` once one holds one of ``anywhere_needs`` (the five rules' patterns took
+    ~80 ms to compile, at a process's first chat; a text without any trigger word, "hi", compiles none).
     Its high-confidence shapes (``high_at_word``, tried where one of ``high_triggers`` stands, and
-    ``high_anywhere``) are only tried on a text that trips the rule, and compiled the first time one does (a
+    ``high_anywhere``) are only tried on a text that trips the rule, so compiled the first time one does (a
     process that never sees one never pays for them); ``high_unless`` is a text-wide context in which the
     family is never high confidence."""
 
     name: str
-    at_word: re.Pattern[str]
+    at_word_source: str
     triggers: frozenset[str]
-    anywhere: re.Pattern[str] | None = None
+    anywhere_source: str | None = None
     anywhere_needs: tuple[str, ...] = ()
     high_source: str | None = None
     high_triggers: frozenset[str] = frozenset()
     high_anywhere_source: str | None = None
     high_unless: Callable[[str], bool] | None = None
+
+    @property
+    def at_word(self) -> re.Pattern[str]:
+        return _compiled(self.at_word_source)
+
+    @property
+    def anywhere(self) -> re.Pattern[str] | None:
+        return None if self.anywhere_source is None else _compiled(self.anywhere_source)
 
     @property
     def high_at_word(self) -> re.Pattern[str] | None:
@@ -1025,9 +1036,9 @@ def _rule(
 
     return Rule(
         name,
-        re.compile(source(branches), re.MULTILINE),
+        source(branches),
         frozenset().union(*(starts.starts for starts, _ in branches)),
-        re.compile(anywhere, re.MULTILINE) if anywhere else None,
+        anywhere or None,
         needs,
         source(high) if high else None,
         frozenset().union(*(starts.starts for starts, _ in high)),

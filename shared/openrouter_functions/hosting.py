@@ -14,17 +14,23 @@ its execution-id middleware only feeds that logging, and the function answers ev
 then every HTTP request goes straight to the function, without building those layers' Request objects,
 route matching and middleware per request (a sizeable share of a call's CPU). With execution-id logging
 on, requests go through the framework as before (but for the paths above).
+
+A host that listens itself (``openrouter-functions serve``: uvicorn with
+:func:`.listener.guarded_protocol`) loads the functions inside :func:`own_listener`; functions-framework's
+production worker never runs there, so it is neither imported (gunicorn: ~20 ms of a cold start) nor
+guarded. Everything else is as in a deployment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["EveryRequestToFunction", "adopt_functions_framework"]
+__all__ = ["EveryRequestToFunction", "adopt_functions_framework", "own_listener"]
 
 # What functions-framework's HTTP routes take (functions_framework/aio/__init__.py): other methods, and
 # these paths for GET/HEAD, never reach the function through its router.
@@ -64,19 +70,36 @@ class EveryRequestToFunction:
         await self.app(scope, receive, send)
 
 
+_host_listens = False
+
+
+@contextmanager
+def own_listener() -> Iterator[None]:
+    """Functions loaded inside this are served by a listener of the host's own, not functions-framework's
+    production server (whose worker :func:`adopt_functions_framework` then leaves alone)."""
+    global _host_listens
+    before, _host_listens = _host_listens, True
+    try:
+        yield
+    finally:
+        _host_listens = before
+
+
 def adopt_functions_framework() -> None:
     """Make every app functions-framework builds for an HTTP function pass all requests to the function,
     and its production server listen with our limits (:func:`.listener.guard_uvicorn_worker`: heads
-    capped at 64 KiB and due within 10 s, idle connections closed after 5 s).
+    capped at 64 KiB and due within 10 s, idle connections closed after 5 s; not inside
+    :func:`own_listener`).
 
     Idempotent. A functions-framework without the factory (another major version) is left as it is; the
     end-to-end tests would show its plain-text pages again.
     """
     import functions_framework.aio as aio
 
-    from .listener import guard_uvicorn_worker
+    if not _host_listens:
+        from .listener import guard_uvicorn_worker
 
-    guard_uvicorn_worker()
+        guard_uvicorn_worker()
 
     build = getattr(aio, "_create_asgi_app_with_function", None)
     if build is None or getattr(build, "adopted", False):
