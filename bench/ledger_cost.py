@@ -9,7 +9,7 @@ postmaster and backends, from ``/proc``). Rounds are interleaved across the back
 machine slows all of them alike; medians of rounds are printed.
 
     .venv/bin/python bench/ledger_cost.py [--rounds 7] [--calls 400] [--no-postgres] [--users 1]
-        [--concurrency 1] [--pin split|same] [--socket]
+        [--concurrency 1] [--pin split|same] [--socket] [--pool-size 4]
 
 ``--users`` spreads requests over that many users (1: every request for one user, the worst case for
 row locks; many users: the usual case).
@@ -128,7 +128,8 @@ async def main(args: argparse.Namespace) -> None:
                     dsn = f"postgresql://postgres@/{cluster.dbname}?host={cluster.socket_dir}&port={cluster.port}"
                 if args.pin is not None:
                     _pin(db_pid, args.pin)
-                meters["postgres"] = (Meter(PostgresLedger(dsn), default_limits=limits), db_pid)
+                ledger = PostgresLedger(dsn, pool_size=args.pool_size)
+                meters["postgres"] = (Meter(ledger, default_limits=limits), db_pid)
             except Exception as exc:
                 print(f"PostgreSQL skipped: {exc.__class__.__name__}: {exc}")
         for meter, db_pid in meters.values():  # warm-up: connections, statement caches
@@ -187,6 +188,7 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight at once")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--pin", choices=("split", "same"), help="pin this process and PostgreSQL (see _pin)")
+    parser.add_argument("--pool-size", type=int, default=4, help="the PostgreSQL ledger's connections")
     parser.add_argument("--socket", action="store_true", help="reach PostgreSQL over its Unix socket")
     arguments = parser.parse_args()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
