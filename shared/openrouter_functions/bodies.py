@@ -15,7 +15,15 @@ from openrouter_service.messages import ACCEPTED_PARAMETERS, check_model_params
 from .envelope import ApiError
 from .ledger import UNSTORABLE
 
-__all__ = ["MAX_DEPTH", "ChatRequest", "CompletionRequest", "parse_chat", "parse_completion", "read_json"]
+__all__ = [
+    "MAX_DEPTH",
+    "ChatRequest",
+    "CompletionRequest",
+    "header",
+    "parse_chat",
+    "parse_completion",
+    "read_json",
+]
 
 # Deeper than any real request (a json_schema nests a few levels per property); deeper bodies are
 # refused before anything walks them recursively.
@@ -66,10 +74,19 @@ def _check_tree(body: Any) -> None:
             pending.extend((item, depth + 1) for item in value)
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """``request.headers.get(name)`` (``name`` in lower case, as ASGI servers give header names): the
+    first such header's value, read from the ASGI scope without building starlette's ``Headers``."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 async def read_json(request: Request, limit: int) -> Any:
     """The request body as JSON, refusing bodies over ``limit`` bytes without reading them whole, and
     (400) JSON that is not strictly JSON, nested too deep, or carrying text no store can hold."""
-    declared = request.headers.get("content-length")
+    declared = header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "payload_too_large", f"The request body is larger than {limit} bytes.")
     chunks: list[bytes] = []
@@ -83,13 +100,26 @@ async def read_json(request: Request, limit: int) -> Any:
     if not raw.strip():
         raise ApiError(400, "invalid_request", "The request body is empty; send a JSON object.")
     try:
-        body = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))  # as json.loads(raw)
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        body = _DECODER.decode(text)  # as json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
     except RecursionError:  # the parser's own depth limit (about 1,000 levels)
         raise ApiError(400, "invalid_json", f"The request body is nested deeper than {MAX_DEPTH} levels.") from None
-    _check_tree(body)
+    if not _plainly_fine(text):
+        _check_tree(body)
     return body
+
+
+def _plainly_fine(text: str) -> bool:
+    """Whether the JSON ``text`` cannot hold what :func:`_check_tree` refuses, read from the text alone.
+
+    A NUL or a lone surrogate in a parsed string comes either from the character itself in the text or
+    from a ``\\u`` escape, so a text with neither holds none. A value nested ``n`` levels deep needs ``n``
+    opening brackets, so a text with at most :data:`MAX_DEPTH` of them is not too deep (brackets inside
+    strings count too: this only ever sends a body to the full walk, never past it).
+    """
+    return "\\u" not in text and UNSTORABLE.search(text) is None and text.count("{") + text.count("[") <= MAX_DEPTH
 
 
 def _schema_error(exc: ValidationError) -> ApiError:

@@ -4,8 +4,8 @@ and turned into the ledger's usage record."""
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from .envelope import ApiError
 from .ledger import UsageRecord, ledger_user_id, storable
 from .metrics import METRICS
 
-__all__ = ["Exchange"]
+__all__ = ["Exchange", "new_id"]
 
 log = logging.getLogger("openrouter_functions.request")
 
@@ -27,6 +27,15 @@ log = logging.getLogger("openrouter_functions.request")
 # billion tokens or costs a thousand dollars. Such a value, a negative one or a non-number is dropped.
 MAX_TOKENS = 10**9
 MAX_COST_USD = 1000.0
+
+
+def new_id() -> str:
+    """A random UUID4 as 32 hex digits: what ``uuid.uuid4().hex`` gives (from ``os.urandom`` too, with the
+    same version and variant bits), without building a UUID object on every request."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 def _count(usage: dict[str, Any], key: str) -> int | None:
@@ -52,7 +61,7 @@ class Exchange:
     started: float = field(default_factory=time.perf_counter)
     # The ledger's idempotency key is ours, never the caller's X-Request-Id: a reused id must not be
     # able to turn a finish into a "duplicate" and so escape metering.
-    ledger_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    ledger_id: str = field(default_factory=new_id)
     user_id: str | None = None
     is_service: bool = False
     admitted: bool = False  # the ledger admitted it and holds a reservation

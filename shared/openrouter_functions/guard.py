@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
@@ -322,12 +323,40 @@ def scan_text(text: str) -> list[Hit]:
     return [Hit(name, hits[name]) for name in RULES if name in hits]
 
 
+# Texts scanned recently -> their hits. A conversation sent by its client resends its whole history with
+# every turn, so most texts of a request were scanned on an earlier one; the scan is a pure function of the
+# text. Kept by a digest of the text, never the text (no caller's words outlive their request here), for
+# texts up to 4 KiB, at most 1,024 of them (the oldest goes first).
+SCAN_CACHE_SIZE = 1024
+SCAN_CACHE_TEXT_CHARS = 4096
+_scanned: dict[bytes, tuple[Hit, ...]] = {}
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _scan_cached(text: str) -> tuple[Hit, ...]:
+    """:func:`scan_text` of ``text``, remembered for short texts."""
+    if len(text) > SCAN_CACHE_TEXT_CHARS:
+        return tuple(scan_text(text))
+    key = _digest(text)
+    found = _scanned.get(key)
+    if found is not None:
+        return found
+    found = tuple(scan_text(text))
+    while _scanned and len(_scanned) >= SCAN_CACHE_SIZE:
+        _scanned.pop(next(iter(_scanned)), None)
+    _scanned[key] = found
+    return found
+
+
 def scan_texts(texts: Iterable[str]) -> list[Hit]:
     """Rules tripped by any of ``texts``, each named once in the order first seen, at the highest
     confidence any text trips it with."""
     hits: dict[str, Confidence] = {}
     for text in texts:
-        for rule, confidence in scan_text(text):
+        for rule, confidence in _scan_cached(text):
             if hits.get(rule) != "high":
                 hits[rule] = confidence
     return [Hit(rule, confidence) for rule, confidence in hits.items()]

@@ -59,7 +59,10 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "json_fields", None)
         if isinstance(fields, dict):
             # A field never replaces the three keys every line is read by.
-            line.update((k, v) for k, v in fields.items() if k not in line)
+            if fields.keys().isdisjoint(line):
+                line.update(fields)
+            else:
+                line.update((k, v) for k, v in fields.items() if k not in line)
         if record.exc_info:
             # A traceback can quote a header or a URL with a key in it; it is masked like everything else.
             line["exception"] = mask_secrets(self.formatException(record.exc_info))

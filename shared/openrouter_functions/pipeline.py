@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -20,15 +19,15 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from openrouter_service.client import Completion
+from openrouter_service.client import Completion, Prepared
 from openrouter_service.errors import OpenRouterError
 from openrouter_service.redact import preview
 
-from .bodies import read_json
+from .bodies import header, read_json
 from .capacity import IN_FLIGHT
 from .cors import cors_headers, preflight_headers
 from .envelope import ApiError, error_response, reply_for
-from .exchange import Exchange
+from .exchange import Exchange, new_id
 from .ledger import LedgerUnavailable, UsageRecord, ledger_user_id
 from .metrics import METRICS
 from .metrics_route import metrics_scrape
@@ -77,10 +76,10 @@ class CallSpec:
 
 def request_id(request: Request) -> str:
     """The caller's ``X-Request-Id`` when it is sane, else a new one."""
-    given = request.headers.get("x-request-id")
+    given = header(request, b"x-request-id")
     if given and _REQUEST_ID.match(given):
         return given
-    return uuid.uuid4().hex
+    return new_id()
 
 
 def route(request: Request, name: str = "", known: frozenset[str] = frozenset({""})) -> str:
@@ -121,7 +120,7 @@ async def run_call(request: Request, exchange: Exchange, runtime: Runtime, spec:
     require_method(request, "POST")
     settings = runtime.settings
 
-    caller = await runtime.authenticate(request.headers.get("authorization"))
+    caller = await runtime.authenticate(header(request, b"authorization"))
     # After authentication: a stranger learns nothing about how this server is configured.
     runtime.refuse_if_unsafe()
     exchange.user_id, exchange.is_service = caller.user_id, caller.is_service
@@ -148,7 +147,7 @@ async def run_call(request: Request, exchange: Exchange, runtime: Runtime, spec:
     if call.stream and call.response_format is not None:
         raise ApiError(400, "invalid_request", "response_format cannot be combined with stream.")
     # Bad input is refused before admission, so a client bug never spends the user's quota.
-    service.validate_request(
+    prepared = service.validate_request(
         call.messages, model_params=decision.params, response_format=call.response_format, stream=call.stream
     )
 
@@ -157,19 +156,23 @@ async def run_call(request: Request, exchange: Exchange, runtime: Runtime, spec:
     # the call in time (capacity.py).
     with IN_FLIGHT.claim(exchange, settings.in_flight_limit, settings.shutdown_drain_seconds) as slot:
         await _admit(runtime, exchange)
-        return await slot.run(lambda: _call(runtime, exchange, spec, call, decision.params))
+        return await slot.run(lambda: _call(runtime, exchange, spec, call, decision.params, prepared))
 
 
-async def _call(runtime: Runtime, exchange: Exchange, spec: CallSpec, call: Call, params: dict[str, Any]) -> Response:
-    """The admitted upstream call, plain or streamed (settled whatever happens)."""
+async def _call(
+    runtime: Runtime, exchange: Exchange, spec: CallSpec, call: Call, params: dict[str, Any], prepared: Prepared | None
+) -> Response:
+    """The admitted upstream call, plain or streamed (settled whatever happens). ``prepared``: the request
+    as validated, sent as it is unless a thread's history replaces the messages."""
     service, settings = runtime.service, runtime.settings
     turn = None
     if call.thread is not None:
         turn = await _start_turn(runtime, exchange, call.thread)
         call = replace(call, messages=turn.turn.history)
+        prepared = None
     try:
         if call.stream:
-            stream = service.stream_chat_completion(call.messages, model_params=params)
+            stream = service.stream_chat_completion(call.messages, model_params=params, prepared=prepared)
             return await relay_stream(
                 stream,
                 exchange,
@@ -180,7 +183,7 @@ async def _call(runtime: Runtime, exchange: Exchange, spec: CallSpec, call: Call
             )
         if turn is None:
             completion = await service.complete(
-                call.messages, model_params=params, response_format=call.response_format
+                call.messages, model_params=params, response_format=call.response_format, prepared=prepared
             )
         else:
             completion = await turn.run(
@@ -246,7 +249,7 @@ async def stop_generation(request: Request, exchange: Exchange, runtime: Runtime
 
     require_method(request, "POST")
     exchange.metered = False  # nothing is called upstream: no ledger record, no quota spent
-    caller = await runtime.authenticate(request.headers.get("authorization"))
+    caller = await runtime.authenticate(header(request, b"authorization"))
     runtime.refuse_if_unsafe()
     exchange.user_id, exchange.is_service = caller.user_id, caller.is_service
     body = await read_json(request, runtime.settings.max_body_bytes)
@@ -310,13 +313,24 @@ async def _finish(runtime: Runtime | None, exchange: Exchange) -> None:
     exchange.record()
 
 
+def set_headers(response: Response, headers: dict[str, str]) -> None:
+    """``response.headers.update(headers)``: each header set, replacing one of the same name. When the
+    response has none of them (nearly always), they are appended in one step."""
+    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    present = {name for name, _ in response.raw_headers}
+    if present.isdisjoint([name for name, _ in raw]):
+        response.raw_headers.extend(raw)
+    else:
+        response.headers.update(headers)
+
+
 async def serve_request(request: Request, function: str, handler: Handler) -> Response:
     """Run ``handler`` for one request with CORS, a request id, the error envelope, settlement and log."""
     scrape = metrics_scrape(request, function)  # GET /metrics, when this deployment exposes it
     if scrape is not None:
         return scrape
     exchange = Exchange(function, request_id(request))
-    origin = request.headers.get("origin")
+    origin = header(request, b"origin")
     runtime: Runtime | None = None
     allowed: tuple[str, ...] = ("*",)
     streaming = False
@@ -342,11 +356,12 @@ async def serve_request(request: Request, function: str, handler: Handler) -> Re
         with anyio.CancelScope(shield=True):
             await _finish(runtime, exchange)
         raise
-    response.headers.update(cors_headers(origin, allowed))
-    response.headers["X-Request-Id"] = exchange.request_id
+    added = cors_headers(origin, allowed)
+    added["X-Request-Id"] = exchange.request_id
     if exchange.turn is not None:
-        response.headers["X-Thread-Id"] = exchange.turn.turn.thread_id
-        response.headers["X-Message-Id"] = exchange.turn.message_id
+        added["X-Thread-Id"] = exchange.turn.turn.thread_id
+        added["X-Message-Id"] = exchange.turn.message_id
+    set_headers(response, added)
     if not streaming:  # a stream settles when it ends (relay)
         await _finish(runtime, exchange)
     return response

@@ -10,7 +10,7 @@ objects and never raising. When the request is outside the operator's policy the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,6 +41,19 @@ class Decision:
         was refused for it, else ``flagged`` (logged and counted only)."""
         refused = self.refusal is not None and self.refusal.type == "prompt_rejected"
         return "blocked" if refused and rule in self.guard_high else "flagged"
+
+
+_scan_messages: Callable[[Iterable[Any], Mapping[str, Any] | None], list[Any]] | None = None
+
+
+def _guard_scan() -> Callable[[Iterable[Any], Mapping[str, Any] | None], list[Any]]:
+    """The guard's scan, imported on the first request the guard reads (not at every call)."""
+    global _scan_messages
+    if _scan_messages is None:
+        from .guard import scan_messages
+
+        _scan_messages = scan_messages
+    return _scan_messages
 
 
 def model_allowed(model: str, allowed: Sequence[str]) -> bool:
@@ -83,9 +96,7 @@ def apply_policy(
 
     if settings.prompt_guard == "off":
         return Decision(model, send)
-    from .guard import scan_messages  # loaded once, on the first request the guard reads
-
-    hits = scan_messages(messages, params)  # every caller-written text, whatever its role
+    hits = _guard_scan()(messages, params)  # every caller-written text, whatever its role
     rules = tuple(hit.rule for hit in hits)
     high = tuple(hit.rule for hit in hits if hit.confidence == "high")
     if high and settings.prompt_guard == "block":

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -38,10 +39,20 @@ from .stream import ChatStream
 from .transport import Sender
 from .wire import Completion, check_completion, encode, failure_in, json_or_none, read_capped
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "ChatStream", "Completion", "OpenRouterService"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "ChatStream", "Completion", "OpenRouterService", "Prepared"]
 
 
 logger = logging.getLogger("openrouter_service")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A checked request, as :meth:`OpenRouterService.validate_request` built it: the body to send and
+    the response format to enforce."""
+
+    payload: dict[str, Any]
+    fmt: dict[str, Any] | None
+    stream: bool
 
 
 class OpenRouterService:
@@ -215,9 +226,15 @@ class OpenRouterService:
         *,
         model_params: Mapping[str, Any] | None = None,
         response_format: Mapping[str, Any] | None = None,
+        prepared: Prepared | None = None,
     ) -> Completion:
-        """Like :meth:`chat_completion`, also giving attempts, latency and the parsed structured value."""
-        payload, fmt = self._prepare(messages, model_params, response_format)
+        """Like :meth:`chat_completion`, also giving attempts, latency and the parsed structured value.
+
+        ``prepared``: what :meth:`validate_request` returned for these same arguments (not built twice)."""
+        if prepared is not None and not prepared.stream:
+            payload, fmt = prepared.payload, prepared.fmt
+        else:
+            payload, fmt = self._prepare(messages, model_params, response_format)
         started = time.perf_counter()
         deadline = Deadline.starting_now(self.deadline)  # one for the call, re-asks included
         attempts = 0
@@ -249,11 +266,15 @@ class OpenRouterService:
         messages: Sequence[Mapping[str, Any]],
         *,
         model_params: Mapping[str, Any] | None = None,
+        prepared: Prepared | None = None,
     ) -> ChatStream:
         """Stream a chat completion: ``async for chunk in service.stream_chat_completion(...)``.
 
         Validation errors raise here, before any network call; upstream errors raise while iterating.
+        ``prepared``: what :meth:`validate_request` returned for these same arguments (not built twice).
         """
+        if prepared is not None and prepared.stream and prepared.fmt is None:
+            return ChatStream(self, prepared.payload)
         payload, _ = self._prepare(messages, model_params, None, stream=True)
         return ChatStream(self, payload)
 
@@ -310,9 +331,12 @@ class OpenRouterService:
         model_params: Mapping[str, Any] | None = None,
         response_format: Mapping[str, Any] | None = None,
         stream: bool = False,
-    ) -> None:
-        """Raise the validation error a call with these arguments would raise, without calling."""
-        self._prepare(messages, model_params, response_format, stream=stream)
+    ) -> Prepared:
+        """Raise the validation error a call with these arguments would raise, without calling; else the
+        request they make, which :meth:`complete` (``stream`` false) or :meth:`stream_chat_completion`
+        (``stream`` true) take as ``prepared`` instead of building it again."""
+        payload, fmt = self._prepare(messages, model_params, response_format, stream=stream)
+        return Prepared(payload, fmt, stream)
 
     # -- request building -----------------------------------------------------------------------------
 

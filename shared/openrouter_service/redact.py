@@ -30,12 +30,28 @@ def mask_secrets(text: str, *extra: str) -> str:
     return _SECRET_PATTERNS.sub("***", text)
 
 
+# Values returned as they are (exact types: a subclass takes the long way, with the same result).
+_PLAIN_TYPES = frozenset({type(None), bool, int, float})
+
+
 def mask_value(value: Any, *extra: str) -> Any:
     """A JSON-like ``value`` with every string in it (keys aside) masked by :func:`mask_secrets`."""
     if isinstance(value, str):
         return mask_secrets(value, *extra)
     if isinstance(value, Mapping):
-        return {str(k): mask_value(v, *extra) for k, v in value.items()}
+        if extra:
+            return {str(k): mask_value(v, *extra) for k, v in value.items()}
+        # A log line's fields, once per request: plain values and strings without the recursive call.
+        masked: dict[str, Any] = {}
+        for k, v in value.items():
+            kind = type(v)
+            if kind is str:
+                masked[str(k)] = _SECRET_PATTERNS.sub("***", v)
+            elif kind in _PLAIN_TYPES:
+                masked[str(k)] = v
+            else:
+                masked[str(k)] = mask_value(v)
+        return masked
     if isinstance(value, list | tuple):
         return [mask_value(v, *extra) for v in value]
     if value is None or isinstance(value, bool | int | float):
