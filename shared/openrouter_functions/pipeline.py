@@ -9,6 +9,7 @@ answer needs: CORS, a request id, the error envelope, the ledger record and the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -306,10 +307,16 @@ async def _finish(runtime: Runtime | None, exchange: Exchange) -> None:
             meter = None
         if (meter is not None and meter.backend is not None) or exchange.turn is not None:
             record = exchange.usage_record(keep_previews=runtime.settings.log_prompts)
-    if exchange.turn is not None:  # the answer's final text, status, usage and cost (what is settled)
-        await exchange.turn.end(exchange, record)
+    settling = None
     if record is not None and meter is not None and meter.backend is not None:  # metering off: no record
-        await meter.settle(record, request_id=exchange.request_id)
+        settling = meter.settle(record, request_id=exchange.request_id)
+    if exchange.turn is not None:
+        # The answer's final text, status, usage and cost (what is settled), written while the ledger
+        # settles: the two stores' round trips at once, not one after the other.
+        ending = exchange.turn.end(exchange, record)
+        await (ending if settling is None else asyncio.gather(ending, settling))
+    elif settling is not None:
+        await settling
     exchange.record()
 
 
