@@ -284,7 +284,7 @@ class TurnState:
                     self.message_id, (storable(text, MESSAGE_CHARS) or "") if changed else None
                 )
                 self._written = text
-            except ThreadStoreUnavailable as exc:  # the next period tries again; the end is written anyway
+            except Exception as exc:  # the next period tries again; the end is written anyway
                 log.warning("thread_progress_failed", extra={"json_fields": {"error": str(exc)}})
                 continue
             if not keep_going:
@@ -299,15 +299,20 @@ class TurnState:
         self._done.set()
         self._cancel_pending()
         RUNNING.pop(self.message_id, None)
-        if self._flusher is not None:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.settle_seconds + self.flush_seconds):
-                await self._flusher
+        if self._flusher is not None:  # its write under way, if any, ends first (it is not cancelled)
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({self._flusher}, timeout=self.settle_seconds + self.flush_seconds)
         end = self._message_end(exchange, record)
         problem = "timed out"
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.settle_seconds * 5):
             for attempt in range(FINISH_ATTEMPTS):  # the end is what the user sees: one transient failure is retried
                 try:
-                    await self.store.finish(self.message_id, end)
+                    if not await self.store.finish(self.message_id, end):
+                        # Already ended: a stop or the stale rule got there first (the store was slow).
+                        log.warning(
+                            "thread_message_already_ended",
+                            extra={"json_fields": {"message_id": self.message_id, "status": end.status}},
+                        )
                     return
                 except ThreadStoreUnavailable as exc:
                     problem = str(exc)
@@ -321,12 +326,15 @@ class TurnState:
 
     def _message_end(self, exchange: Exchange, record: UsageRecord | None) -> MessageEnd:
         status: MessageStatus
-        if exchange.error_type == "shutting_down":
+        failed_upstream = exchange.outcome == "upstream_error" or (
+            exchange.status >= 400 and exchange.outcome != "stopped"
+        )
+        if self.finish_reason is not None and not failed_upstream:
+            status = "complete"  # the model finished, whatever came after (a late stop, a hang-up, a shutdown)
+        elif exchange.error_type == "shutting_down":
             status = "failed"  # the instance stopped under it (a deploy, a scale-in): settled like a hang-up
-        elif exchange.outcome == "upstream_error" or (exchange.status >= 400 and exchange.outcome != "stopped"):
+        elif failed_upstream:
             status = "failed"
-        elif self.finish_reason is not None:
-            status = "complete"  # the model finished, whatever came after (a late stop, a hang-up before usage)
         elif self.stopped or exchange.outcome in ("stopped", "cancelled"):
             status = "stopped"  # asked to stop, or the caller hung up
         else:

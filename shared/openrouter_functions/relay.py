@@ -155,7 +155,10 @@ async def relay_stream(
     except StopAsyncIteration:
         first = None
     except BaseException:
-        await stream.aclose()
+        with anyio.CancelScope(shield=True):
+            if turn is not None:  # a background read task may still be inside the stream: end it first
+                await turn.abandon_read()
+            await stream.aclose()
         exchange.attempts = stream.attempts
         raise
 

@@ -28,9 +28,11 @@ from .threads import ThreadStore
 # A reservation older than OPENROUTER_DEADLINE + SHUTDOWN_DRAIN_SECONDS + this belongs to an instance that
 # died before settling it: a refused user gets it back (Meter, ledger_release_stale).
 STALE_MARGIN_SECONDS = 30.0
-# A `streaming` message not written for this many flush periods (and at least this many seconds) is dead.
+# A `streaming` message not written for this many flush periods, and at least this many seconds, is dead.
+# The floor is above a store call's worst case (a 10 s REST timeout, a pool wait plus a connect), so one
+# slow heartbeat never makes a live answer look dead.
 THREAD_STALE_FLUSHES = 20
-THREAD_STALE_MIN_SECONDS = 10
+THREAD_STALE_MIN_SECONDS = 30
 
 __all__ = ["Runtime", "UpstreamProbe", "close_runtime", "get_runtime", "reset_runtime"]
 

@@ -403,6 +403,8 @@ begin
      set stop_requested = true,
          status = case when m.updated_at < now() - make_interval(secs => p_stale_seconds)
                        then 'stopped' else m.status end,
+         finish_reason = case when m.updated_at < now() - make_interval(secs => p_stale_seconds)
+                              then 'stop' else m.finish_reason end,
          updated_at = case when m.updated_at < now() - make_interval(secs => p_stale_seconds)
                            then now() else m.updated_at end  -- a stop request is no heartbeat
    where m.id = v_message_id and m.status = 'streaming'

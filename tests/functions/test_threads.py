@@ -574,3 +574,31 @@ async def test_a_stop_by_message_of_another_user_is_not_found(client: httpx.Asyn
     assert stop.status_code == 404
     own = await client.post("/chat/stop", json={"message_id": mine.headers["X-Message-Id"]}, headers=bearer())
     assert own.json()["status"] == "complete"
+
+
+@pytest.mark.parametrize("background", [False, True])
+async def test_a_shutdown_during_the_wait_for_the_first_chunk_is_a_503_and_settled(
+    live: str, slow_fake: FakeOpenRouter, background: bool
+) -> None:
+    """The model has said nothing yet when the drain ends the call: 503 shutting_down, the message failed,
+    the request charged its reservation, whether or not the turn would go on in the background."""
+    from openrouter_functions.capacity import IN_FLIGHT
+
+    slow_fake.script({"fault": "slow", "delay": 6})
+    async with httpx.AsyncClient(base_url=live, timeout=10) as http:
+        body = turn("think", stream=True, background=True) if background else turn("think", stream=True)
+        call = asyncio.create_task(http.post("/chat", json=body, headers=bearer()))
+        await _until(lambda: _status_is_any("streaming"))
+        try:
+            IN_FLIGHT.end_all()
+            answer = await call
+        finally:
+            IN_FLIGHT.reset()
+    assert answer.status_code == 503
+    assert answer.json()["error"]["type"] == "shutting_down"
+    [message] = [m for m in await store().rows("messages") if m["role"] == "assistant"]
+    assert (message["status"], message["error_type"]) == ("failed", "shutting_down")
+    ledger = get_runtime().meter.backend
+    assert isinstance(ledger, SQLiteLedger)
+    [row] = await ledger.rows("request_log")
+    assert (row["outcome"], row["cost_usd"]) == ("cancelled", 0.01)

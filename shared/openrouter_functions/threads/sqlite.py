@@ -166,7 +166,7 @@ class SQLiteThreadStore:
         before = _timestamp(now - timedelta(seconds=stale_seconds))
         conn.execute(
             "update messages set status = 'failed', error_type = 'interrupted',"
-            " error_message = 'The instance running this answer stopped before it ended.', updated_at = ?"
+            " error_message = 'the generation stopped without finishing (its instance went away)', updated_at = ?"
             " where thread_id = ? and status = 'streaming' and updated_at < ?",
             (_timestamp(now), thread_id, before),
         )
@@ -266,10 +266,9 @@ class SQLiteThreadStore:
                     message_id,
                 ),
             ).fetchone()
-            if row is None:
-                return False
-            conn.execute("update threads set updated_at = ? where id = ?", (stamp, row[0]))
-            return True
+            # The thread was touched when the turn began (as in SQL: touching it here would lock the thread
+            # after the message, the reverse of thread_turn_begin's order).
+            return row is not None
 
         return await self._run(write)  # type: ignore[no-any-return]
 
