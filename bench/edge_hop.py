@@ -96,6 +96,38 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     }
 
 
+METRICS = (("plain_ms", "plain chat"), ("ttfb_ms", "stream TTFB"), ("stream_ms", "stream to [DONE]"))
+
+
+def paired_summary(
+    samples: dict[str, dict[str, list[float]]], base: str, other: str
+) -> tuple[dict[str, Any], list[list[str]]]:
+    """Per metric: quantiles of ``base`` and ``other``, and what ``other`` adds (median of the paired
+    differences); the results for the JSON file and the table's rows."""
+    results: dict[str, Any] = {}
+    rows = []
+    for metric, label in METRICS:
+        first, second = samples[metric][base], samples[metric][other]
+        added = [b - a for a, b in zip(first, second, strict=True)]
+        results[metric] = {
+            base: _quantiles(first),
+            other: _quantiles(second),
+            "added_paired_median": round(statistics.median(added), 2),
+            "calls": len(first),
+        }
+        q_first, q_second = results[metric][base], results[metric][other]
+        rows.append(
+            [
+                label,
+                f"{q_first['p50']:.2f} / {q_first['p90']:.2f}",
+                f"{q_second['p50']:.2f} / {q_second['p90']:.2f}",
+                f"{results[metric]['added_paired_median']:+.2f}",
+                str(len(first)),
+            ]
+        )
+    return results, rows
+
+
 def measure(urls: dict[str, str], token: str, rounds: int, calls: int, warmup: int) -> dict[str, Any]:
     """Paired calls, ABBA order; returns the samples per metric and target."""
     samples: dict[str, dict[str, list[float]]] = {}
@@ -155,27 +187,7 @@ def main() -> int:
         finally:
             stop_process(serve)
 
-    results: dict[str, Any] = {}
-    rows = []
-    for metric, label in (("plain_ms", "plain chat"), ("ttfb_ms", "stream TTFB"), ("stream_ms", "stream to [DONE]")):
-        direct, edge = samples[metric]["direct"], samples[metric]["edge"]
-        added = [e - d for d, e in zip(direct, edge, strict=True)]
-        results[metric] = {
-            "direct": _quantiles(direct),
-            "edge": _quantiles(edge),
-            "added_paired_median": round(statistics.median(added), 2),
-            "calls": len(direct),
-        }
-        q_direct, q_edge = results[metric]["direct"], results[metric]["edge"]
-        rows.append(
-            [
-                label,
-                f"{q_direct['p50']:.2f} / {q_direct['p90']:.2f}",
-                f"{q_edge['p50']:.2f} / {q_edge['p90']:.2f}",
-                f"{results[metric]['added_paired_median']:+.2f}",
-                str(len(direct)),
-            ]
-        )
+    results, rows = paired_summary(samples, "direct", "edge")
     print_table(["ms", "direct p50 / p90", "edge p50 / p90", "added (paired median)", "calls"], rows)
     from openrouter_devtools.edge import find_deno
 

@@ -29,12 +29,12 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from openrouter_functions.ledger import Limits, UsageRecord
+from openrouter_functions.ledger.meter import Meter
+from openrouter_functions.ledger.sqlite import SQLiteLedger
 
-from openrouter_functions.ledger import Limits, UsageRecord  # noqa: E402
-from openrouter_functions.ledger.meter import Meter  # noqa: E402
-from openrouter_functions.ledger.sqlite import SQLiteLedger  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # pgcluster, imported where PostgreSQL is measured
 
 
 def _tree_cpu_seconds(pid: int) -> float:

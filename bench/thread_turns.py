@@ -18,7 +18,6 @@ added cost as the median of the paired differences. Only 127.0.0.1; bounded by `
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from typing import Any
 import httpx
 
 from _common import API_KEY, FakeServerProcess, environment, free_port, print_table, stop_process, write_results
-from edge_hop import JWT_SECRET, _clean_env, _quantiles, _start
+from edge_hop import JWT_SECRET, _clean_env, _start, paired_summary
 
 MESSAGE = {"role": "user", "content": "Say hello to the benchmark."}
 
@@ -136,27 +135,7 @@ def main() -> int:
             stop_process(serve)
 
     store = "postgres" if args.database_url else "sqlite"
-    results: dict[str, Any] = {}
-    rows = []
-    for metric, label in (("plain_ms", "plain chat"), ("ttfb_ms", "stream TTFB"), ("stream_ms", "stream to [DONE]")):
-        plain, thread = samples[metric]["plain"], samples[metric]["thread"]
-        added = [t - p for p, t in zip(plain, thread, strict=True)]
-        results[metric] = {
-            "plain": _quantiles(plain),
-            "thread": _quantiles(thread),
-            "added_paired_median": round(statistics.median(added), 2),
-            "calls": len(plain),
-        }
-        q_plain, q_thread = results[metric]["plain"], results[metric]["thread"]
-        rows.append(
-            [
-                label,
-                f"{q_plain['p50']:.2f} / {q_plain['p90']:.2f}",
-                f"{q_thread['p50']:.2f} / {q_thread['p90']:.2f}",
-                f"{results[metric]['added_paired_median']:+.2f}",
-                str(len(plain)),
-            ]
-        )
+    results, rows = paired_summary(samples, "plain", "thread")
     print(f"store: {store}; a new thread every {args.turns} turns")
     print_table(["ms", "no thread p50 / p90", "thread p50 / p90", "added (paired median)", "calls"], rows)
     name = f"thread_turns.{store}" + (".quick" if args.quick else "")

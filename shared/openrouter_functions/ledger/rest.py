@@ -16,7 +16,7 @@ from . import Admission, LedgerRejected, LedgerUnavailable, Limits, UsageRecord
 if TYPE_CHECKING:
     from supabase import AsyncClient
 
-__all__ = ["SupabaseRestLedger"]
+__all__ = ["SupabaseRestLedger", "service_client"]
 
 # SQLSTATE classes of errors over the values sent, not the store: 22 data exception (a NUL in text,
 # a number out of range, JSON Postgres cannot hold), 23 integrity constraint violation.
@@ -30,6 +30,17 @@ def _unsendable(params: dict[str, Any]) -> bool:
     except (ValueError, TypeError):  # UnicodeEncodeError (a lone surrogate) is a ValueError
         return True
     return False
+
+
+async def service_client(url: str, key: str, *, call_seconds: float, http: httpx.AsyncClient | None) -> AsyncClient:
+    """A supabase-py client for the service role's RPC calls (the ledger's and the thread store's): no
+    session, no token refresh, ``call_seconds`` the HTTP timeout of PostgREST calls, over ``http`` when given."""
+    from supabase import AsyncClientOptions, acreate_client
+
+    options = AsyncClientOptions(
+        postgrest_client_timeout=call_seconds, auto_refresh_token=False, persist_session=False, httpx_client=http
+    )
+    return await acreate_client(url, key, options=options)
 
 
 class SupabaseRestLedger:
@@ -50,15 +61,7 @@ class SupabaseRestLedger:
 
     async def _supabase(self) -> AsyncClient:
         if self._client is None:
-            from supabase import AsyncClientOptions, acreate_client
-
-            options = AsyncClientOptions(
-                postgrest_client_timeout=self._timeout,
-                auto_refresh_token=False,
-                persist_session=False,
-                httpx_client=self._http,
-            )
-            self._client = await acreate_client(self._url, self._key, options=options)
+            self._client = await service_client(self._url, self._key, call_seconds=self._timeout, http=self._http)
         return self._client
 
     async def _rpc(self, function: str, params: dict[str, Any]) -> Any:

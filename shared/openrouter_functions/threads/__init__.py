@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 __all__ = [
@@ -182,7 +182,6 @@ class StopAnswer:
     message_id: str | None
     status: str
     stop_requested: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: Any) -> StopAnswer:

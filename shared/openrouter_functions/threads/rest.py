@@ -37,15 +37,9 @@ class SupabaseRestThreadStore:
 
     async def _supabase(self) -> AsyncClient:
         if self._client is None:
-            from supabase import AsyncClientOptions, acreate_client
+            from ..ledger.rest import service_client
 
-            options = AsyncClientOptions(
-                postgrest_client_timeout=self._timeout,
-                auto_refresh_token=False,
-                persist_session=False,
-                httpx_client=self._http,
-            )
-            self._client = await acreate_client(self._url, self._key, options=options)
+            self._client = await service_client(self._url, self._key, call_seconds=self._timeout, http=self._http)
         return self._client
 
     async def _rpc(self, function: str, params: dict[str, Any]) -> Any:
