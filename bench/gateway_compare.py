@@ -188,6 +188,10 @@ def token() -> str:
     return mint_dev_token(JWT_SECRET, user_id=USER_ID, hours=2.0)
 
 
+# serve's LOG_LEVEL (--log-level): INFO, as deployed, writes every request's JSON line (to /dev/null here).
+SERVE_LOG_LEVEL = "INFO"
+
+
 def serve_env(upstream: str, ledger: str, folder: Path, database_url: str | None = None) -> dict[str, str]:
     """A clean environment for ``serve``: our settings only, no .env file read (``ENV_FILE`` is empty)."""
     env = {
@@ -206,7 +210,7 @@ def serve_env(upstream: str, ledger: str, folder: Path, database_url: str | None
         SUPABASE_JWT_SECRET=JWT_SECRET,
         LEDGER_BACKEND=ledger,
         LEDGER_SQLITE_PATH=str(folder / "ledger.sqlite3"),
-        LOG_LEVEL="WARNING",
+        LOG_LEVEL=SERVE_LOG_LEVEL,
     )
     if database_url:
         env["DATABASE_URL"] = database_url
@@ -1047,6 +1051,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--chunks", type=int, default=1000, help="words (= data chunks) of the long streams")
     parser.add_argument("--long-streams", type=int, default=4, help="long streams per system per round")
     parser.add_argument("--starts", type=int, default=5, help="cold starts per ledger")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="serve's LOG_LEVEL: INFO (as deployed: one JSON line per request) or WARNING (no line for a 200)",
+    )
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL row")
     parser.add_argument("--no-client", action="store_true", help="skip the client-alone comparison")
     parser.add_argument("--profile", action="store_true", help="py-spy each serve under load")
@@ -1084,8 +1093,9 @@ def _terminated(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    global DB_ON_SERVER_CORE
+    global DB_ON_SERVER_CORE, SERVE_LOG_LEVEL
     DB_ON_SERVER_CORE = args.db_core == "server"
+    SERVE_LOG_LEVEL = args.log_level.upper()
     name = f"{args.output}.quick" if args.quick else args.output
     # SIGTERM unwinds like Ctrl+C does: every server, wrk and the PostgreSQL cluster are stopped on the way out
     signal.signal(signal.SIGTERM, _terminated)
@@ -1095,6 +1105,7 @@ def main(argv: list[str] | None = None) -> int:
     if server_cpu is not None:
         placement = Placement(server={server_cpu}, rest=set(os.sched_getaffinity(0)))
         print(f"server under test on CPU {server_cpu}; wrk, the fake, this script and PostgreSQL on CPU {client_cpu}")
+    print(f"serve logs at LOG_LEVEL={SERVE_LOG_LEVEL} (--log-level)", flush=True)
 
     wrk = None if args.load_generator == "python" else ensure_wrk(not args.no_install)
     if wrk is None and args.load_generator == "wrk":
@@ -1102,7 +1113,7 @@ def main(argv: list[str] | None = None) -> int:
     if wrk is None:
         print("NOTE: wrk unavailable: falling back to an asyncio + httpx-aiohttp load loop in this process", flush=True)
 
-    results: dict[str, Any] = {"benchmark": "gateway_compare", "db_core": args.db_core}
+    results: dict[str, Any] = {"benchmark": "gateway_compare", "db_core": args.db_core, "log_level": SERVE_LOG_LEVEL}
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-compare-")))
         fake = stack.enter_context(FakeServerProcess())

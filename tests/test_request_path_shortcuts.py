@@ -252,6 +252,21 @@ def test_mask_value_fast_path_masks_as_the_long_way() -> None:
     assert mask_value(fields, "req-000001")["request_id"] == "***"  # extra secrets take the long way
 
 
+def test_mask_value_searches_the_strings_once_and_still_masks_each() -> None:
+    """The joined search is only a shortcut: every field comes out as its own masking would give it."""
+    from openrouter_service.redact import mask_value
+
+    clean = {"a": "hello", "b": "Bearer", "c": " plain words", "d": 3, "e": "sk-", "f": "or-v1-abc"}
+    assert mask_value(clean) == clean  # neither a field nor two fields side by side make a secret
+    for where in ("a", "c", "f"):
+        fields = dict(clean, **{where: "x sk-or-v1-abcdef0123456789 y"})
+        masked = mask_value(fields)
+        assert masked == _mask_value_long_way(fields)
+        assert masked[where] == "x *** y" and all(masked[k] == v for k, v in clean.items() if k != where)
+    with_nul = {"a": "Bearer\x00abc", "b": "Bearer tok\x00en"}  # NUL inside a caller's text
+    assert mask_value(with_nul) == _mask_value_long_way(with_nul) == {"a": "Bearer\x00abc", "b": "Bearer ***"}
+
+
 # -- the capacity slot's cancel scope ----------------------------------------------------------------
 
 

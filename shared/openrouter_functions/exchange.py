@@ -207,4 +207,15 @@ class Exchange:
             "prompt_preview": self.prompt_preview,
             "response_preview": self.response_preview,
         }
-        log.log(level, "%s %s %s", self.function, self.status, self.outcome, extra={"json_fields": fields})
+        # ``log.log`` less its walk up the stack for the caller's file and line (a tenth of the line's cost):
+        # the record names this method, which is where every request's line comes from.
+        args = (self.function, self.status, self.outcome)
+        log.handle(
+            log.makeRecord(
+                log.name, level, __file__, _RECORD_LINE, "%s %s %s", args, None, "record", {"json_fields": fields}
+            )
+        )
+
+
+# Where the request line is logged from (its record skips the stack walk that would find it).
+_RECORD_LINE = Exchange.record.__code__.co_firstlineno

@@ -41,16 +41,25 @@ def mask_value(value: Any, *extra: str) -> Any:
     if isinstance(value, Mapping):
         if extra:
             return {str(k): mask_value(v, *extra) for k, v in value.items()}
-        # A log line's fields, once per request: plain values and strings without the recursive call.
+        # A log line's fields, once per request: plain values and strings without the recursive call, and
+        # the strings searched once, joined: a secret in one of them is a match in the joined text (no
+        # pattern is anchored, and NUL, which joins them, is neither a key's, a token's nor a space), so
+        # when the joined text has none (nearly always) no string needs its own substitution.
         masked: dict[str, Any] = {}
+        strings: list[str] = []
         for k, v in value.items():
             kind = type(v)
             if kind is str:
-                masked[str(k)] = _SECRET_PATTERNS.sub("***", v)
+                masked[str(k)] = v
+                strings.append(v)
             elif kind in _PLAIN_TYPES:
                 masked[str(k)] = v
             else:
                 masked[str(k)] = mask_value(v)
+        if strings and _SECRET_PATTERNS.search("\x00".join(strings)) is not None:
+            for k, v in value.items():
+                if type(v) is str:
+                    masked[str(k)] = _SECRET_PATTERNS.sub("***", v)
         return masked
     if isinstance(value, list | tuple):
         return [mask_value(v, *extra) for v in value]
