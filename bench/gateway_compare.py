@@ -997,6 +997,10 @@ def report(
             f"  httpx floor / aiohttp passthrough, c={hi} throughput: "
             f"{table[HTTPX][f'c{hi}_rps_over_aiohttp_passthrough']:.2f}"
         )
+    # The tail target (p99 <= 3x p50) read against what the floors themselves show on this machine.
+    floors = [f"{LABELS[key]} {table[key][f'c{hi}']['p99_over_p50']:.2f}" for key in (AIOHTTP, HTTPX) if key in systems]
+    if floors:
+        print(f"  c={hi} p99/p50 of the floors: {', '.join(floors)}")
     for ledger, data in results["cold_start"].items():
         print(
             f"  cold start, serve ledger={ledger}: first /health {data['health_s_median'] * 1e3:.0f} ms, "

@@ -16,6 +16,7 @@ from openrouter_service.redact import preview
 
 from .envelope import ApiError
 from .ledger import UsageRecord, ledger_user_id, storable
+from .logs import log_fields
 from .metrics import METRICS
 
 __all__ = ["Exchange", "new_id"]
@@ -207,15 +208,10 @@ class Exchange:
             "prompt_preview": self.prompt_preview,
             "response_preview": self.response_preview,
         }
-        # ``log.log`` less its walk up the stack for the caller's file and line (a tenth of the line's cost):
-        # the record names this method, which is where every request's line comes from.
-        args = (self.function, self.status, self.outcome)
-        log.handle(
-            log.makeRecord(
-                log.name, level, __file__, _RECORD_LINE, "%s %s %s", args, None, "record", {"json_fields": fields}
-            )
-        )
+        # The record, if one is built, names this method, which is where every request's line comes from.
+        message = f"{self.function} {self.status} {self.outcome}"
+        log_fields(log, level, fields, message, (__file__, _RECORD_LINE, "record"))
 
 
-# Where the request line is logged from (its record skips the stack walk that would find it).
+# Where the request line is logged from (a record made for it skips the stack walk that would find it).
 _RECORD_LINE = Exchange.record.__code__.co_firstlineno

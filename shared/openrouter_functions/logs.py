@@ -22,7 +22,7 @@ from typing import Any
 
 from openrouter_service.redact import mask_secrets, mask_value
 
-__all__ = ["JsonFormatter", "MaskSecrets", "configure_logging"]
+__all__ = ["JsonFormatter", "MaskSecrets", "configure_logging", "log_fields"]
 
 # Cloud Logging's severity names; Python's CRITICAL is theirs too.
 _SEVERITY = {"WARN": "WARNING", "FATAL": "CRITICAL"}
@@ -51,25 +51,98 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record: severity from the level, the message, the logger, the fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "severity": _SEVERITY.get(record.levelname, record.levelname),
-            "message": record.getMessage(),
-            "logger": record.name,
-        }
         fields = getattr(record, "json_fields", None)
-        if isinstance(fields, dict):
-            # A field never replaces the three keys every line is read by.
-            if fields.keys().isdisjoint(line):
-                line.update(fields)
-            else:
-                line.update((k, v) for k, v in fields.items() if k not in line)
+        exception = None
         if record.exc_info:
             # A traceback can quote a header or a URL with a key in it; it is masked like everything else.
-            line["exception"] = mask_secrets(self.formatException(record.exc_info))
+            exception = mask_secrets(self.formatException(record.exc_info))
+        return _json_line(
+            record.levelname, record.getMessage(), record.name, fields if isinstance(fields, dict) else None, exception
+        )
+
+
+def _json_line(
+    level_name: str, message: str, logger: str, fields: dict[str, Any] | None, exception: str | None = None
+) -> str:
+    """The line :class:`JsonFormatter` writes for a record with these parts."""
+    line: dict[str, Any] = {"severity": _SEVERITY.get(level_name, level_name), "message": message, "logger": logger}
+    if fields:
+        # A field never replaces the three keys every line is read by.
+        if fields.keys().isdisjoint(line):
+            line.update(fields)
+        else:
+            line.update((k, v) for k, v in fields.items() if k not in line)
+    if exception is not None:
+        line["exception"] = exception
+    try:
+        return _STRICT_ENCODER.encode(line)  # json.dumps(line, default=str, allow_nan=False)
+    except ValueError:  # a NaN or infinity somewhere in the fields: rare, so only then walked
+        return json.dumps(_strict(line), default=str)
+
+
+class _JsonLines(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler :func:`configure_logging` installs: JSON lines on stdout, secrets masked."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+        self.mask = MaskSecrets()
+        self.setFormatter(JsonFormatter())
+        self.addFilter(self.mask)
+
+
+def _own_handler(logger: logging.Logger, level: int) -> _JsonLines | None:
+    """Our handler, when it is the only thing a record of ``logger`` at ``level`` would meet on its way out
+    (no other handler or filter, nothing disabled, nothing changed since :func:`configure_logging`)."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters or current.disabled:
+            return None
+        handlers = current.handlers
+        if handlers:
+            handler = handlers[0]
+            if (
+                len(handlers) == 1
+                and not current.propagate
+                and type(handler) is _JsonLines
+                and handler.filters == [handler.mask]
+                and type(handler.formatter) is JsonFormatter
+                and level >= handler.level
+            ):
+                return handler
+            return None
+        if not current.propagate:
+            return None
+        current = current.parent
+    return None
+
+
+def log_fields(
+    logger: logging.Logger, level: int, fields: dict[str, Any], message: str, where: tuple[str, int, str]
+) -> None:
+    """``logger.log(level, message, extra={"json_fields": fields})``, from ``where`` (file, line, function).
+
+    When the record would only meet our own handler (as deployed), the line it would write is written
+    straight away: the same bytes, without building a record and passing it through the logging
+    machinery, which is most of what a line costs (once per request). Otherwise, or if writing fails,
+    the record goes the standard way. The caller has checked ``logger.isEnabledFor(level)``.
+    """
+    handler = _own_handler(logger, level)
+    if handler is not None:
         try:
-            return _STRICT_ENCODER.encode(line)  # json.dumps(line, default=str, allow_nan=False)
-        except ValueError:  # a NaN or infinity somewhere in the fields: rare, so only then walked
-            return json.dumps(_strict(line), default=str)
+            line = _json_line(logging.getLevelName(level), mask_secrets(message), logger.name, mask_value(fields))
+            with handler.lock:  # type: ignore[union-attr]
+                stream = handler.stream
+                stream.write(line + handler.terminator)
+                stream.flush()
+            return
+        except RecursionError:
+            raise
+        except Exception:  # noqa: S110 - the standard way below reports it as the handler would
+            pass
+    path, line_number, function = where
+    logger.handle(
+        logger.makeRecord(logger.name, level, path, line_number, message, (), None, function, {"json_fields": fields})
+    )
 
 
 def _strict(value: Any) -> Any:
@@ -94,10 +167,7 @@ def configure_logging(level: str | None = None) -> None:
         logger = logging.getLogger(name)
         if logger.handlers:
             continue
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(JsonFormatter())
-        handler.addFilter(MaskSecrets())
-        logger.addHandler(handler)
+        logger.addHandler(_JsonLines())
         logger.setLevel(chosen if name == "openrouter_functions" else max(logging.WARNING, _level(chosen)))
         logger.propagate = False
 
