@@ -5,8 +5,8 @@ backend's packages (supabase, psycopg, sqlite3), no structured-output checker (j
 library (PyJWT, cryptography) and no upstream transport (aiohttp) while it starts, and after its first
 ``/health`` (which calls upstream through the pooled client) still only the transport. ``serve``, which
 listens itself, does not load functions-framework's production worker (gunicorn) either. An ``http://``
-upstream never makes it read a CA bundle; an ``https://`` one reads it at the first TLS connection and
-verifies against it as before.
+upstream never makes it read a CA bundle (nor does importing aiohttp: tests/test_aiohttp_import.py); an
+``https://`` one reads it at the first TLS connection and verifies against it as before.
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ async def main():
 
     transport = get_runtime().service._client()._transport
     report["trust_loaded"] = transport._inner.ssl_context.trust_loaded
+    connector = sys.modules.get("aiohttp.connector")  # CAs its import-time contexts hold (we never use them)
+    report["aiohttp_cas"] = connector and [connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"],
+                                           connector._SSL_CONTEXT_UNVERIFIED.cert_store_stats()["x509_ca"]]
     await close_runtime()
     print(json.dumps(report))
 
@@ -124,6 +127,8 @@ def test_starting_and_a_first_health_load_only_what_they_use(shape: str) -> None
     assert report["status"] == (503 if calls_upstream else 404)
     assert report["after_health"] == (sorted(TRANSPORT) if calls_upstream else [])
     assert report["trust_loaded"] is False  # an http:// upstream: no CA bundle read
+    # nor by aiohttp's import (transport._import_aiohttp), which loads it by then (the client is made above)
+    assert report["aiohttp_cas"] == [0, 0]
     # functions-framework's production worker: guarded where it may serve, not even loaded by serve
     assert report["worker"] == (None if shape == "serve" else "guarded")
 

@@ -13,16 +13,18 @@ passed on: it quotes our request headers, our key among them.
 
 Neither transport reads a CA bundle until it opens its first TLS connection
 (:class:`DeferredTrustContext`): reading certifi's took ~45 ms and ~1.7 MB at every cold start, also
-for an ``http://`` base URL that never uses it.
+for an ``http://`` base URL that never uses it. Nor does aiohttp's import read one (:func:`_import_aiohttp`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import ssl
 import sys
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -125,8 +127,74 @@ class DeferredTrustContext(ssl.SSLContext):
         return super().wrap_socket(*args, **kwargs)
 
 
+@contextlib.contextmanager
+def _no_default_ca_on_this_thread() -> Iterator[None]:
+    """While inside, ``SSLContext.set_default_verify_paths()`` does nothing when called on this thread.
+
+    That is the call through which ``ssl.create_default_context()`` (via ``load_default_certs``) and a bare
+    ``set_default_verify_paths()`` read the system's CA bundle (SSL_CERT_FILE / SSL_CERT_DIR or OpenSSL's
+    defaults). A context made here on this thread trusts no CA at all, not even lazily from a directory:
+    verifying with it fails every handshake, never passes one. On other threads the original method runs,
+    so a context they make meanwhile is as always, and nothing outside the process sees it (unlike
+    pointing the SSL_CERT_* variables elsewhere: os.environ is the process's, a concurrent thread's
+    context and a child process spawned meanwhile would see them). Restored on the way out, exceptions
+    included.
+    """
+    cls, name, thread = ssl.SSLContext, "set_default_verify_paths", threading.get_ident()
+    own = cls.__dict__.get(name)  # normally None: inherited from _ssl._SSLContext
+    original = getattr(cls, name)
+
+    def set_default_verify_paths(self: ssl.SSLContext) -> None:
+        if threading.get_ident() != thread:
+            original(self)
+
+    setattr(cls, name, set_default_verify_paths)
+    try:
+        yield
+    finally:
+        if own is None:
+            delattr(cls, name)
+        else:  # pragma: no cover - someone else's override, put back as found
+            setattr(cls, name, own)
+
+
+_aiohttp_imported = False
+_aiohttp_import_lock = threading.Lock()
+
+
+def _import_aiohttp() -> None:
+    """Import aiohttp and httpx-aiohttp. Every use of either in our code calls this first.
+
+    At import, ``aiohttp.connector`` builds two SSL contexts (verified: ``ssl.create_default_context()``;
+    unverified: ``set_default_verify_paths()``), each reading the system CA bundle: ~45 ms of CPU, 0.47 G
+    instructions (16-19 % of a cold start's, bench/cold_start.py --instructions). Neither is ever used:
+    aiohttp takes them only when neither the connector nor the request was given a context, while
+    httpx-aiohttp always gives its ``TCPConnector`` ours (:class:`DeferredTrustContext`) and never a
+    per-request ``ssl``. A proxy would change nothing (its tunnel and its own TLS take the request's, else
+    the connector's context), and there is none: we set none and httpx-aiohttp's session ignores the
+    proxy variables (``trust_env`` off). So the first import runs with :func:`_no_default_ca_on_this_thread`:
+    the two contexts hold no CA, and if anything ever used the verifying one (another library's own
+    ``aiohttp.ClientSession()``) its TLS connections would fail verification, never go unverified. Once
+    aiohttp is imported (also when something else imported it first) this does nothing. The first call is
+    the first transport's creation, i.e. the first upstream call, on the event loop's thread; the lock
+    makes a concurrent first call from another thread wait.
+    """
+    global _aiohttp_imported
+    if _aiohttp_imported:
+        return
+    with _aiohttp_import_lock:
+        if not _aiohttp_imported:
+            if "aiohttp.connector" in sys.modules:  # imported before us: its contexts are made already
+                importlib.import_module("httpx_aiohttp")
+            else:
+                with _no_default_ca_on_this_thread():
+                    importlib.import_module("httpx_aiohttp")  # imports aiohttp
+            _aiohttp_imported = True
+
+
 def _invalid_http(exc: BaseException) -> bool:
     """True for aiohttp's ways of saying that upstream did not speak valid HTTP."""
+    _import_aiohttp()
     import aiohttp
     from aiohttp import http_exceptions
 
@@ -141,6 +209,7 @@ def _protocol_error(cause: BaseException) -> httpx.RemoteProtocolError:
 
 def _remap(exc: httpx.HTTPError) -> httpx.HTTPError:
     """The httpx error that says what actually happened to the aiohttp connection."""
+    _import_aiohttp()
     import aiohttp
 
     cause = exc.__cause__
@@ -180,6 +249,7 @@ class _AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx-aiohttp's transport with truthful connection errors."""
 
     def __init__(self) -> None:
+        _import_aiohttp()
         from httpx_aiohttp import AiohttpTransport
 
         self._inner = AiohttpTransport(verify=DeferredTrustContext(), limits=pool_limits())
