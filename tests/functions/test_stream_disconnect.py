@@ -73,3 +73,32 @@ async def test_client_disconnect_closes_upstream(
     assert (row["outcome"], row["cost_usd"]) == ("cancelled", 0.01)
     [day] = await ledger.rows("usage_daily")
     assert (day["requests"], day["cost_usd"], day["in_flight"], day["reserved_usd"]) == (1, 0.01, 0, 0)
+
+
+async def test_a_client_that_stops_at_done_finds_its_request_recorded(
+    fake: FakeOpenRouter, configure: Any, live_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDKs stop reading at ``data: [DONE]``; a web app then reads its usage. The record is written
+    before [DONE] goes out, however slow the store (here 0.3 s to settle)."""
+    configure(OPENROUTER_BASE_URL=fake.url)
+    ledger = get_runtime().meter.backend
+    assert isinstance(ledger, SQLiteLedger)
+    record = ledger.finish
+
+    async def slow_finish(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return await record(*args, **kwargs)
+
+    monkeypatch.setattr(ledger, "finish", slow_finish)
+    body = {"messages": [{"role": "user", "content": "hello there"}], "stream": True}
+    async with httpx.AsyncClient(base_url=live_url, timeout=5) as client:
+        async with client.stream("POST", "/chat", json=body, headers=bearer()) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line == "data: [DONE]":
+                    break
+            # no waiting: what the caller reads next is already there
+            [row] = await ledger.rows("request_log")
+            assert (row["outcome"], row["status"]) == ("ok", 200)
+            [day] = await ledger.rows("usage_daily")
+            assert (day["requests"], day["in_flight"]) == (1, 0)
