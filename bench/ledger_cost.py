@@ -9,10 +9,16 @@ postmaster and backends, from ``/proc``). Rounds are interleaved across the back
 machine slows all of them alike; medians of rounds are printed.
 
     .venv/bin/python bench/ledger_cost.py [--rounds 7] [--calls 400] [--no-postgres] [--users 1]
-        [--concurrency 1] [--pin split|same] [--socket] [--pool-size 4]
+        [--concurrency 1] [--pin split|same] [--socket] [--pool-size 4] [--sqlite-from FILE] [--wal]
 
 ``--users`` spreads requests over that many users (1: every request for one user, the worst case for
-row locks; many users: the usual case).
+row locks; many users: the usual case). ``--concurrency`` runs that many requests at once on the loop
+(the SQLite ledger then commits the calls made in one turn of the loop together, and a request's latency
+includes waiting for its batch: before group commit a call never yielded, so the time it queued behind
+the others did not show in its latency). ``--sqlite-from`` measures another version of
+``ledger/sqlite.py`` alongside (e.g. ``git show HEAD:shared/...`` saved to a file), in the same
+interleaved rounds; ``--wal`` also counts the WAL pages each SQLite request writes (on a file of its
+own, checkpoints off) and the commits it takes.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import statistics
 import sys
@@ -106,6 +113,50 @@ async def _one_block(
     }
 
 
+def _sqlite_from(path: str) -> type[SQLiteLedger]:
+    """``SQLiteLedger`` of another version of the module, loaded inside the package (its relative imports)."""
+    spec = importlib.util.spec_from_file_location("openrouter_functions.ledger._sqlite_compared", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    ledger_class: type[SQLiteLedger] = module.SQLiteLedger
+    return ledger_class
+
+
+async def _wal_pages(ledger_class: type[SQLiteLedger], users: list[str], calls: int, concurrency: int) -> str:
+    """WAL pages written and commits per request, on a fresh file with checkpoints off."""
+    module = sys.modules[ledger_class.__module__]
+    every = getattr(module, "CHECKPOINT_EVERY")  # noqa: B009 - a module attribute mypy cannot see
+    setattr(module, "CHECKPOINT_EVERY", 10**12)  # noqa: B010
+    try:
+        with tempfile.TemporaryDirectory(prefix="ledger-wal-") as folder:
+            path = Path(folder) / "ledger.sqlite3"
+            ledger = ledger_class(path)
+            meter = Meter(ledger, default_limits=Limits(rpm=10**6, daily_requests=10**9, daily_cost_usd=10**6))
+            await ledger.check()
+            conn = ledger._connection()
+            commits = 0
+
+            def count(statement: str) -> None:
+                nonlocal commits
+                commits += statement.strip().lower() == "commit"
+
+            conn.set_trace_callback(count)
+            (page_size,) = conn.execute("pragma page_size").fetchone()
+            wal = Path(f"{path}-wal")
+            before = wal.stat().st_size if wal.exists() else 0
+            commits = 0
+            await _one_block(meter, users, calls, None, concurrency)
+            frames = (wal.stat().st_size - max(before, 32)) / (page_size + 24)
+            conn.set_trace_callback(None)
+            await meter.aclose()
+    finally:
+        setattr(module, "CHECKPOINT_EVERY", every)  # noqa: B010
+    return f"{frames / calls:.2f} WAL pages ({frames * (page_size + 24) / calls:.0f} B), {commits / calls:.2f} commits"
+
+
 async def main(args: argparse.Namespace) -> None:
     limits = Limits(rpm=10**6, daily_requests=10**9, daily_cost_usd=10**6)
     users = [str(uuid.uuid4()) for _ in range(args.users)]
@@ -114,6 +165,10 @@ async def main(args: argparse.Namespace) -> None:
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="ledger-cost-"))
         sqlite = SQLiteLedger(Path(folder) / "ledger.sqlite3")
         meters["sqlite"] = (Meter(sqlite, default_limits=limits), None)
+        compared = _sqlite_from(args.sqlite_from) if args.sqlite_from else None
+        if compared is not None:
+            other = compared(Path(folder) / "compared.sqlite3")
+            meters["sqlite-from"] = (Meter(other, default_limits=limits), None)
         if not args.no_postgres:
             try:
                 from openrouter_functions.ledger.postgres import PostgresLedger
@@ -156,6 +211,10 @@ async def main(args: argparse.Namespace) -> None:
 
         db = f"{med('db_cpu_us'):10.0f}" if name == "postgres" else f"{'-':>10}"
         print(f"{name:10} {med('p50_us'):8.0f} {med('p90_us'):8.0f} {med('cpu_us'):8.0f} {db} {med('per_s'):8.0f}")
+    if args.wal:
+        classes = {"sqlite": SQLiteLedger} | ({"sqlite-from": compared} if compared is not None else {})
+        for name, ledger_class in classes.items():
+            print(f"{name:10} per request: {await _wal_pages(ledger_class, users, args.calls, args.concurrency)}")
 
 
 def _pin(db_pid: int, placement: str) -> None:
@@ -190,6 +249,8 @@ if __name__ == "__main__":
     parser.add_argument("--pin", choices=("split", "same"), help="pin this process and PostgreSQL (see _pin)")
     parser.add_argument("--pool-size", type=int, default=4, help="the PostgreSQL ledger's connections")
     parser.add_argument("--socket", action="store_true", help="reach PostgreSQL over its Unix socket")
+    parser.add_argument("--sqlite-from", metavar="FILE", help="also measure this version of ledger/sqlite.py")
+    parser.add_argument("--wal", action="store_true", help="count the WAL pages and commits of a SQLite request")
     arguments = parser.parse_args()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(main(arguments))
