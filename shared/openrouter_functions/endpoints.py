@@ -15,7 +15,6 @@ from openrouter_service.client import Completion
 from openrouter_service.messages import last_user_text
 
 from .bodies import parse_chat, parse_completion
-from .conversation import parse_thread_ask
 from .envelope import ApiError, json_response
 from .exchange import Exchange
 from .health import check_health
@@ -26,7 +25,13 @@ __all__ = ["chat_endpoint", "completion_endpoint", "health_endpoint"]
 
 
 def _chat_call(body: Any) -> Call:
-    thread = parse_thread_ask(body) if isinstance(body, dict) else None
+    thread = None
+    if isinstance(body, dict) and ("thread_id" in body or "background" in body):
+        # Conversations (docs/threads.md) load with the first turn that asks for one: half a megabyte that
+        # a function answering only plain calls never holds.
+        from .conversation import parse_thread_ask
+
+        thread = parse_thread_ask(body)
     chat = parse_chat(body)
     if thread is not None and chat.response_format is not None:
         raise ApiError(400, "invalid_request", "response_format cannot be combined with thread_id.")
