@@ -41,6 +41,7 @@ ONLY_WHEN_USED = (
     "jwt",
     "cryptography",
     "openrouter_functions.guard_rules",
+    "openrouter_functions.conversation",
     "openrouter_devtools.fake_upstream",
 )
 TRANSPORT = ("aiohttp", "httpx_aiohttp")

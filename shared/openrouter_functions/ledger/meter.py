@@ -101,8 +101,9 @@ class Meter:
             self._probing = probe = True
         try:
             if getattr(self.backend, "inline", False):
-                # The backend's calls never hand the loop back (SQLite, run inline): no timer could fire
-                # before they return, so arming one would only cost time.
+                # The backend's calls run inline (SQLite: at the loop's next turn, the turn's calls in one
+                # transaction, to its end): a timer could only cut a caller off from a call already
+                # committed, so arming one would only cost time.
                 result = await call()
             else:
                 async with asyncio.timeout(self.timeout if within is None else within):
