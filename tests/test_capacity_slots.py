@@ -105,3 +105,63 @@ async def test_the_drain_ends_a_stream_with_an_error_event_and_done() -> None:
 
 async def _streaming(body: AsyncIterator[bytes]) -> Response:
     return StreamingResponse(body, media_type="text/event-stream")
+
+
+class _OneChunkStream:
+    """An upstream stream (openrouter_service.ChatStream's surface) of one chunk, then the end."""
+
+    attempts, usage, generation_id, model, completed = 1, None, "gen-1", "m", False
+
+    async def _batches(self) -> AsyncIterator[list[bytes]]:
+        yield [b'{"id":"gen-1","choices":[{"index":0,"delta":{"content":"hi"}}]}']
+        self.completed = True
+
+    def batches(self) -> AsyncIterator[list[bytes]]:
+        return self._batches()
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def _relayed(finish_seconds: float, *, drain_while_settling: bool, fail: bool = False) -> list[bytes]:
+    from openrouter_functions.relay import relay_stream
+
+    gate = InFlight()
+    exchange = _exchange()
+    settling = asyncio.Event()
+
+    async def finish() -> None:
+        settling.set()
+        await asyncio.sleep(finish_seconds)  # the store's round trips
+        if fail:
+            raise RuntimeError("a defect in settling")
+
+    chunks: list[bytes] = []
+    with gate.claim(exchange, 10, 0.01) as slot:
+        stream = _OneChunkStream()
+        response = await slot.run(lambda: relay_stream(stream, exchange, finish, keep_previews=False))  # type: ignore[arg-type]
+        assert isinstance(response, StreamingResponse)
+
+        async def read() -> None:
+            async for chunk in response.body_iterator:
+                chunks.append(chunk if isinstance(chunk, bytes) else str(chunk).encode())
+
+        reading = asyncio.create_task(read())
+        await settling.wait()
+        if drain_while_settling:
+            gate.drain()  # SIGTERM: the drain's deadline (0.01 s) passes while the answer is being recorded
+        await asyncio.wait_for(reading, 5)
+    return chunks
+
+
+async def test_a_drain_while_the_answer_is_recorded_adds_nothing_after_done() -> None:
+    chunks = await _relayed(0.2, drain_while_settling=True)
+    body = b"".join(chunks)
+    assert body.count(b"data: [DONE]") == 1 and body.endswith(b"data: [DONE]\n\n")
+    assert b"shutting_down" not in body
+
+
+async def test_a_failing_settlement_still_ends_the_stream_with_done(caplog: pytest.LogCaptureFixture) -> None:
+    chunks = await _relayed(0.0, drain_while_settling=False, fail=True)
+    assert b"".join(chunks).endswith(b"data: [DONE]\n\n")
+    assert any(r.getMessage() == "stream settlement failed" and r.exc_info for r in caplog.records)

@@ -134,3 +134,20 @@ def test_a_failing_stdout_is_reported_as_logging_does_and_the_request_goes_on(
     with as_deployed():
         log_fields(logging.getLogger("openrouter_functions.request"), logging.INFO, {"a": 1}, "chat 200 ok", WHERE)
     assert [r.getMessage() for r in reported] == ["chat 200 ok"]  # the standard path tried, and reported it
+
+
+def test_a_flush_failing_after_the_write_reports_once_and_never_writes_the_line_twice(
+    stdout_at_info: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reported: list[logging.LogRecord] = []
+    (handler,) = [h for h in logging.getLogger("openrouter_functions").handlers if type(h).__name__ == "_JsonLines"]
+    monkeypatch.setattr(handler, "handleError", reported.append)
+
+    def full_pipe() -> None:
+        raise BlockingIOError("the pipe is full")
+
+    monkeypatch.setattr(stdout_at_info, "flush", full_pipe)
+    with as_deployed():
+        log_fields(logging.getLogger("openrouter_functions.request"), logging.INFO, {"a": 1}, "chat 200 ok", WHERE)
+    assert stdout_at_info.getvalue().count("chat 200 ok") == 1
+    assert [r.getMessage() for r in reported] == ["chat 200 ok"]

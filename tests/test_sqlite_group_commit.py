@@ -280,3 +280,55 @@ def test_calls_left_by_a_closed_event_loop_run_with_the_next_loops_batch(tmp_pat
 
     asyncio.run(later())
     assert sorted(read(ledger.path, "select request_id from request_log")) == [("later",), ("orphan",)]
+
+
+def test_threads_with_event_loops_of_their_own_share_one_ledger_without_a_hang(tmp_path: Path) -> None:
+    """Each loop's callers are answered on their own loop, whatever the interleaving: here the other thread
+    gets the GIL between the look at the queue and the append to it (a list whose length sleeps)."""
+    import threading
+    import time
+
+    class SlowList(list[Any]):
+        def __len__(self) -> int:
+            size = super().__len__()
+            time.sleep(0.001)
+            return size
+
+    ledger = SQLiteLedger(tmp_path / "ledger.sqlite3", clock=lambda: NOON)
+    ledger._queue = SlowList()
+    drain = ledger._drain
+
+    def drain_keeping_it_slow() -> None:
+        drain()
+        if type(ledger._queue) is list:
+            ledger._queue = SlowList(ledger._queue)
+
+    ledger._drain = drain_keeping_it_slow  # type: ignore[method-assign]
+    foreign: list[int] = []
+    answer = module._answer
+
+    def answered_on_its_own_loop(future: asyncio.Future[Any], error: BaseException | None, result: Any = None) -> None:
+        if future.get_loop()._thread_id != threading.get_ident():  # type: ignore[attr-defined]
+            foreign.append(1)
+        answer(future, error, result)
+
+    hung: list[int] = []
+
+    def worker() -> None:
+        async def main() -> None:
+            for _ in range(100):
+                try:
+                    await asyncio.wait_for(ledger.check(), 2.0)
+                except TimeoutError:
+                    hung.append(1)
+
+        asyncio.run(main())
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "_answer", answered_on_its_own_loop)
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert (hung, foreign) == ([], [])

@@ -169,6 +169,13 @@ class Slot:
                 if not done:
                     break
                 yield chunk
+                if isinstance(chunk, bytes) and chunk.endswith(DONE_EVENT):
+                    # The relay's end, sent once the request is recorded: nothing may follow it, not even
+                    # the drain's event when its deadline passed meanwhile.
+                    finished = True
+                    with anyio.CancelScope(shield=True):
+                        await _close(chunks)
+                    return
             # The relay below closes upstream and settles as it unwinds (at once if it was cancelled).
             await _close(chunks)
             finished = True

@@ -130,18 +130,30 @@ def log_fields(
     if handler is not None:
         try:
             line = _json_line(logging.getLevelName(level), mask_secrets(message), logger.name, mask_value(fields))
-            with handler.lock:  # type: ignore[union-attr]
-                stream = handler.stream
-                stream.write(line + handler.terminator)
-                stream.flush()
-            return
         except RecursionError:
             raise
-        except Exception:  # noqa: S110 - the standard way below reports it as the handler would
+        except Exception:  # noqa: S110 - nothing written yet: the standard way below formats and reports it
             pass
+        else:
+            try:
+                with handler.lock:  # type: ignore[union-attr]
+                    stream = handler.stream
+                    stream.write(line + handler.terminator)
+                    stream.flush()
+            except RecursionError:
+                raise
+            except Exception:  # part of the line may be out: reported as the handler would, never written twice
+                handler.handleError(_record(logger, level, fields, message, where))
+            return
+    logger.handle(_record(logger, level, fields, message, where))
+
+
+def _record(
+    logger: logging.Logger, level: int, fields: dict[str, Any], message: str, where: tuple[str, int, str]
+) -> logging.LogRecord:
     path, line_number, function = where
-    logger.handle(
-        logger.makeRecord(logger.name, level, path, line_number, message, (), None, function, {"json_fields": fields})
+    return logger.makeRecord(
+        logger.name, level, path, line_number, message, (), None, function, {"json_fields": fields}
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from .conversation import TurnState
 
 __all__ = ["EventStreamResponse", "encode_event", "relay_stream"]
+
+log = logging.getLogger("openrouter_functions")
 
 DONE_EVENT = b"data: [DONE]\n\n"
 PREVIEW_CHARS = 600
@@ -74,8 +77,11 @@ class EventStreamResponse(StreamingResponse):
                 streaming = False
                 listener.remove_done_callback(left)
                 listener.cancel()
-        if cancel.cancel_called and not listener.cancelled() and listener.exception() is not None:
-            raise listener.exception()  # type: ignore[misc]  # receive() failed: as the task group would
+        # receive() failed (it ended the stream, as the task group's would): raised as the task group would.
+        # Taken in any case, so that asyncio has no unretrieved exception to complain about.
+        failed = listener.exception() if listener.done() and not listener.cancelled() else None
+        if failed is not None and cancel.cancel_called:
+            raise failed
         if self.background is not None:
             await self.background()
 
@@ -229,7 +235,10 @@ async def relay_stream(
                 exchange.model = stream.model
             if keep_previews:
                 exchange.response_preview = preview("".join(pieces))
-            await finish()
+            try:
+                await finish()
+            except Exception:  # a defect: the stream still ends with its [DONE], and the log says why
+                log.exception("stream settlement failed", extra={"json_fields": {"request_id": exchange.request_id}})
 
     pieces: list[str] = []
 

@@ -255,6 +255,7 @@ class SQLiteLedger:
         # Group commit: the calls waiting for the next drain, and the event loop that will run it.
         self._queue: list[_Call] = []
         self._queue_loop: asyncio.AbstractEventLoop | None = None
+        self._queue_lock = threading.Lock()
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -278,32 +279,41 @@ class SQLiteLedger:
         """``fn(conn, *args)`` in a write transaction, shared with the calls made in the same turn of the
         event loop (see the module's docstring); its result once that transaction is committed."""
         loop = asyncio.get_running_loop()
-        queue = self._queue
-        if not queue:
-            self._queue_loop = loop
-            loop.call_soon(self._drain)
-        elif self._queue_loop is not loop:
-            pending = self._queue_loop
-            if pending is None or not pending.is_closed():
-                # Another thread's event loop has a batch pending: this call runs on its own, now.
-                return self._run_alone(fn, args)
-            # Left behind by a loop closed before its drain ran: they run with this loop's batch.
-            self._queue_loop = loop
-            loop.call_soon(self._drain)
-        future = loop.create_future()
-        queue.append((fn, args, future))
+        future: asyncio.Future[Any] | None = loop.create_future()
+        # The queue belongs to one event loop at a time; the lock makes the look and the append one step
+        # for a ledger shared by threads that run loops of their own.
+        with self._queue_lock:
+            queue = self._queue
+            if not queue:
+                self._queue_loop = loop
+                loop.call_soon(self._drain)
+            elif self._queue_loop is not loop:
+                pending = self._queue_loop
+                if pending is None or not pending.is_closed():
+                    # Another thread's event loop has a batch pending: this call runs on its own, now (its
+                    # futures are answered only on their own loop's thread).
+                    future = None
+                else:
+                    # Left behind by a loop closed before its drain ran: they run with this loop's batch.
+                    self._queue_loop = loop
+                    loop.call_soon(self._drain)
+            if future is not None:
+                queue.append((fn, args, future))
+        if future is None:
+            return self._run_alone(fn, args)
         return await future
 
     def _drain(self) -> None:
         """Run the calls queued for this turn of the loop (at most MAX_BATCH; the rest at the next turn)."""
-        queue = self._queue
-        if len(queue) > MAX_BATCH:
-            batch = queue[:MAX_BATCH]
-            del queue[:MAX_BATCH]
-            assert self._queue_loop is not None
-            self._queue_loop.call_soon(self._drain)
-        else:
-            batch, self._queue = queue, []
+        with self._queue_lock:
+            queue = self._queue
+            if len(queue) > MAX_BATCH:
+                batch = queue[:MAX_BATCH]
+                del queue[:MAX_BATCH]
+                assert self._queue_loop is not None
+                self._queue_loop.call_soon(self._drain)
+            else:
+                batch, self._queue = queue, []
         if len(batch) == 1:  # nothing to share the transaction with: one of its own, as before batches
             fn, args, future = batch[0]
             try:
