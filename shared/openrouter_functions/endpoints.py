@@ -40,6 +40,8 @@ def _chat_call(body: Any) -> Call:
 
 
 def _chat_answer(completion: Completion, call: Call) -> Response:
+    if completion.body is not None:  # OpenRouter's own JSON text of the same answer: not encoded again
+        return Response(completion.body, media_type="application/json")
     return json_response(completion.data)
 
 

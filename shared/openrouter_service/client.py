@@ -37,7 +37,7 @@ from .settings import (
 )
 from .stream import ChatStream
 from .transport import Sender
-from .wire import Completion, check_completion, encode, failure_in, json_or_none, read_capped
+from .wire import Completion, check_completion, encode, failure_in, json_object_text, json_or_none, read_capped
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "ChatStream", "Completion", "OpenRouterService", "Prepared"]
 
@@ -239,9 +239,10 @@ class OpenRouterService:
         deadline = Deadline.starting_now(self.deadline)  # one for the call, re-asks included
         attempts = 0
         try:
-            data, attempts = await self._post_with_retry(payload, deadline=deadline)
+            data, attempts, body = await self._post_raw_with_retry(payload, deadline=deadline)
             parsed = None
             if fmt is not None:
+                body = None  # the data may be a re-ask's
                 from .structured import enforce_format  # jsonschema and RE2 load only when asked for
 
                 data, parsed, more = await enforce_format(
@@ -259,7 +260,7 @@ class OpenRouterService:
             raise
         latency_ms = (time.perf_counter() - started) * 1000.0
         self._log_request(payload, data, latency_ms, attempts)
-        return Completion(data=data, attempts=attempts, latency_ms=latency_ms, parsed=parsed)
+        return Completion(data=data, attempts=attempts, latency_ms=latency_ms, parsed=parsed, body=body)
 
     def stream_chat_completion(
         self,
@@ -421,6 +422,14 @@ class OpenRouterService:
         self, payload: dict[str, Any], *, deadline: Deadline | None = None
     ) -> tuple[dict[str, Any], int]:
         """POST ``payload`` to ``/chat/completions`` with retries: (the validated body, attempts made)."""
+        data, attempts, _ = await self._post_raw_with_retry(payload, deadline=deadline)
+        return data, attempts
+
+    async def _post_raw_with_retry(
+        self, payload: dict[str, Any], *, deadline: Deadline | None = None
+    ) -> tuple[dict[str, Any], int, bytes | None]:
+        """:meth:`_post_with_retry`, with the body's JSON text when it can be passed on as it is
+        (:func:`~.wire.json_object_text`)."""
         sender = self._sender(False)
         request = sender.request(encode(payload))  # the same bytes for every attempt
         async for attempt in self.attempts(deadline):
@@ -441,7 +450,7 @@ class OpenRouterService:
                         upstream_status=200,
                         metadata={"body_preview": preview(raw.decode("utf-8", "replace"), 200)},
                     )
-                return self._validate_response(data, attempt.number), attempt.number
+                return self._validate_response(data, attempt.number), attempt.number, json_object_text(raw)
         raise AssertionError("the attempt loop ends by returning or raising")  # pragma: no cover
 
     def _validate_response(self, data: dict[str, Any], attempts: int = 0) -> dict[str, Any]:

@@ -52,6 +52,13 @@ def encode(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def json_object_text(raw: bytes) -> bytes | None:
+    """``raw`` when it is a JSON object in UTF-8 as it stands (what a JSON response may carry as it is), for
+    a body that parsed: ``json.loads`` also takes UTF-16 and UTF-32, and a BOM."""
+    start = raw.lstrip()[:1]
+    return raw if start == b"{" else None
+
+
 def json_or_none(raw: bytes) -> Any:
     """The parsed JSON body, or ``None`` when it is not JSON (or nested too deeply to parse)."""
     try:
@@ -68,6 +75,10 @@ class Completion:
     attempts: int
     latency_ms: float
     parsed: Any = None
+    # The JSON text ``data`` was parsed from, as OpenRouter sent it (an object, UTF-8), while ``data`` is
+    # exactly that (no structured re-ask replaced it): an answer passing it on sends these bytes instead
+    # of encoding ``data`` again. None otherwise.
+    body: bytes | None = None
 
     @property
     def content(self) -> str | None:
