@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 
-from conftest import Configure
 from helpers import bearer
 from openrouter_service import OpenRouterService
 
@@ -33,7 +32,7 @@ async def ask(client: httpx.AsyncClient, **extra: Any) -> httpx.Response:
     return await client.post("/chat", json=body, headers=bearer())
 
 
-async def test_the_answer_is_openrouters_text_as_sent(client: httpx.AsyncClient, configure: Configure) -> None:
+async def test_the_answer_is_openrouters_text_as_sent(client: httpx.AsyncClient, configure: Any) -> None:
     # OpenRouter's spacing, its ASCII escapes and the blank lines it sends while a model thinks
     sent = b"\n\n" + json.dumps(ANSWER, indent=1).encode()
     configure().use_service(upstream_sending(sent))
@@ -44,9 +43,7 @@ async def test_the_answer_is_openrouters_text_as_sent(client: httpx.AsyncClient,
     assert response.json() == ANSWER
 
 
-async def test_text_that_cannot_stand_as_our_answer_is_encoded_by_us(
-    client: httpx.AsyncClient, configure: Configure
-) -> None:
+async def test_text_that_cannot_stand_as_our_answer_is_encoded_by_us(client: httpx.AsyncClient, configure: Any) -> None:
     for sent in (json.dumps(ANSWER).encode("utf-16"), b"\xef\xbb\xbf" + json.dumps(ANSWER).encode()):
         configure().use_service(upstream_sending(sent))
         response = await ask(client)
@@ -56,7 +53,7 @@ async def test_text_that_cannot_stand_as_our_answer_is_encoded_by_us(
 
 
 async def test_a_structured_answer_is_the_one_checked_not_the_first_text(
-    client: httpx.AsyncClient, configure: Configure
+    client: httpx.AsyncClient, configure: Any
 ) -> None:
     """With response_format the answer may be a re-ask's: never the first text passed on."""
     structured = dict(ANSWER, choices=[{"index": 0, "message": {"role": "assistant", "content": '{"a": 1}'}}])
