@@ -19,6 +19,7 @@ __all__ = [
     "encode",
     "error_in_body",
     "failure_in",
+    "json_object_text",
     "json_or_none",
     "read_capped",
 ]
