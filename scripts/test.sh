@@ -4,13 +4,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: PostgreSQL 15 with pgTAP and pg_cron (database tests), promtool (alert
-# rules), Chromium (the example page in a real browser) and Node.js with npm (supabase-js through the Edge
-# front door). Installed when missing and we are root; otherwise we say what is needed.
-packages="postgresql-15 postgresql-15-pgtap postgresql-15-cron prometheus chromium"
+# rules), Chromium (the example page in a real browser), Node.js with npm (supabase-js through the Edge
+# front door) and openssl (a CA directory's hashed names in the TLS tests). Installed when missing and we
+# are root; otherwise we say what is needed.
+packages="postgresql-15 postgresql-15-pgtap postgresql-15-cron prometheus chromium openssl"
 command -v npm >/dev/null || packages="$packages nodejs npm"
 if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || [ ! -f /usr/share/postgresql/15/extension/pgtap.control ] \
    || [ ! -f /usr/share/postgresql/15/extension/pg_cron.control ] || ! command -v promtool >/dev/null \
-   || ! { command -v chromium || command -v google-chrome; } >/dev/null || ! command -v npm >/dev/null; then
+   || ! { command -v chromium || command -v google-chrome; } >/dev/null || ! command -v npm >/dev/null \
+   || ! command -v openssl >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing $packages"
     apt-get update -qq

@@ -12,6 +12,7 @@ bench/cold_start.py.
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import os
 import shutil
@@ -23,15 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from helpers import HOST, ROOT
+from helpers import ROOT
+from loopback_tls import certificates, https_server
 from openrouter_service import transport
-from test_cold_start_imports import _certificates
 
 # Run in a fresh interpreter: in this one aiohttp may already be imported (its contexts made long ago).
 PROBE = r"""
 import asyncio, json, os, ssl, sys
 
-host, cert, key = sys.argv[1:4]
+url = sys.argv[1]
 before = list(os.environ.items())
 from openrouter_service.transport import default_transport
 
@@ -52,42 +53,27 @@ report["made_now_ca"] = ssl.create_default_context().cert_store_stats()["x509_ca
 
 
 async def main():
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-
-    async def answer(reader, writer):
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-            await writer.drain()
-        except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass  # a client that refused our certificate
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(answer, host, 0, ssl=server_context)
-    url = f"https://{host}:{server.sockets[0].getsockname()[1]}/"
-    async with server:
-        # aiohttp's own default (ssl=True: its module-level verified context), the test CA named by the environment
-        try:
-            async with aiohttp.ClientSession() as session, session.get(url) as response:
-                report["aiohttp_default"] = response.status
-        except aiohttp.ClientConnectorCertificateError:
-            report["aiohttp_default"] = "refused"
-        # a context made now from the same environment trusts it: the environment did name the CA
-        async with aiohttp.ClientSession() as session, session.get(url, ssl=ssl.create_default_context()) as response:
-            report["aiohttp_context_made_now"] = response.status
-        # ours, built while the environment named the CA
-        async with httpx.AsyncClient(transport=trusting) as client:
-            report["ours_given_the_ca"] = (await client.get(url)).status_code
-        # ours without it (certifi's bundle, which does not know the test CA)
-        os.environ.pop("SSL_CERT_FILE", None)
-        os.environ.pop("SSL_CERT_DIR", None)
-        try:
-            async with httpx.AsyncClient(transport=default_transport()) as client:
-                report["ours_not_given_the_ca"] = (await client.get(url)).status_code
-        except httpx.ConnectError:
-            report["ours_not_given_the_ca"] = "refused"
+    # the test's HTTPS server on loopback answers 200 to whoever trusts its CA
+    # aiohttp's own default (ssl=True: its module-level verified context), the test CA named by the environment
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            report["aiohttp_default"] = response.status
+    except aiohttp.ClientConnectorCertificateError:
+        report["aiohttp_default"] = "refused"
+    # a context made now from the same environment trusts it: the environment did name the CA
+    async with aiohttp.ClientSession() as session, session.get(url, ssl=ssl.create_default_context()) as response:
+        report["aiohttp_context_made_now"] = response.status
+    # ours, built while the environment named the CA
+    async with httpx.AsyncClient(transport=trusting) as client:
+        report["ours_given_the_ca"] = (await client.get(url)).status_code
+    # ours without it (certifi's bundle, which does not know the test CA)
+    os.environ.pop("SSL_CERT_FILE", None)
+    os.environ.pop("SSL_CERT_DIR", None)
+    try:
+        async with httpx.AsyncClient(transport=default_transport()) as client:
+            report["ours_not_given_the_ca"] = (await client.get(url)).status_code
+    except httpx.ConnectError:
+        report["ours_not_given_the_ca"] = "refused"
     print(json.dumps(report))
 
 
@@ -98,8 +84,7 @@ asyncio.run(main())
 def _hashed_dir(ca: Path, folder: Path) -> Path:
     """A directory OpenSSL looks CAs up in (``<subject hash>.0``), holding ``ca``."""
     openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("needs the openssl command for a CA directory's hash names")
+    assert openssl is not None, "the openssl command (Debian package openssl) names a CA directory's files"
     subject_hash = subprocess.run(
         [openssl, "x509", "-subject_hash", "-noout", "-in", str(ca)], capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -109,24 +94,23 @@ def _hashed_dir(ca: Path, folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("named_by", ["SSL_CERT_FILE", "SSL_CERT_DIR"])
-def test_aiohttp_imported_through_our_transport_trusts_no_ca_and_ours_verifies(tmp_path: Path, named_by: str) -> None:
-    ca, cert, key = _certificates(tmp_path)
+async def test_aiohttp_imported_through_our_transport_trusts_no_ca_and_ours_verifies(
+    tmp_path: Path, named_by: str
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "SSL_"))}
     env |= {"PYTHONPATH": str(ROOT / "shared"), "OPENROUTER_HTTP_TRANSPORT": "aiohttp"}
-    if named_by == "SSL_CERT_FILE":  # set by the user before: read by neither aiohttp context, and kept
-        env["SSL_CERT_FILE"] = str(ca)
-    else:  # looked up lazily at a handshake: a context holding a directory would trust it without counting it
-        env["SSL_CERT_DIR"] = str(_hashed_dir(ca, tmp_path / "certs"))
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, HOST, str(cert), str(key)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    # The server runs on this test's loop: the probe, a process of its own, is awaited, not waited for.
+    async with https_server(tmp_path) as (url, ca):
+        if named_by == "SSL_CERT_FILE":  # set by the user before: read by neither aiohttp context, and kept
+            env["SSL_CERT_FILE"] = str(ca)
+        else:  # looked up lazily at a handshake: a context holding a directory would trust it without counting it
+            env["SSL_CERT_DIR"] = str(_hashed_dir(ca, tmp_path / "certs"))
+        probe = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PROBE, url, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(probe.communicate(), 60)
+    assert probe.returncode == 0, err.decode(errors="replace")[-3000:]
+    report = json.loads(out.decode().strip().splitlines()[-1])
     assert report.pop("aiohttp_loaded_before") is False
     assert report.pop("environ_kept") is True
     assert report.pop("ssl_left_patched") is False
@@ -143,7 +127,7 @@ def test_aiohttp_imported_through_our_transport_trusts_no_ca_and_ours_verifies(t
 
 
 def test_only_the_importing_thread_skips_the_default_ca(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    ca, _, _ = _certificates(tmp_path)
+    ca, _, _ = certificates(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(ca))
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, cast
 
 import pytest
 from starlette.responses import Response, StreamingResponse
@@ -13,6 +14,9 @@ from starlette.responses import Response, StreamingResponse
 from openrouter_functions.capacity import InFlight
 from openrouter_functions.envelope import ApiError
 from openrouter_functions.exchange import Exchange
+
+if TYPE_CHECKING:
+    from openrouter_service.client import ChatStream
 
 
 def _exchange() -> Exchange:
@@ -138,8 +142,8 @@ async def _relayed(finish_seconds: float, *, drain_while_settling: bool, fail: b
 
     chunks: list[bytes] = []
     with gate.claim(exchange, 10, 0.01) as slot:
-        stream = _OneChunkStream()
-        response = await slot.run(lambda: relay_stream(stream, exchange, finish, keep_previews=False))  # type: ignore[arg-type]
+        stream = cast("ChatStream", _OneChunkStream())  # ChatStream's surface, without a client behind it
+        response = await slot.run(lambda: relay_stream(stream, exchange, finish, keep_previews=False))
         assert isinstance(response, StreamingResponse)
 
         async def read() -> None:

@@ -35,14 +35,19 @@ def stdout_at_info(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
         logger.propagate = propagate
 
 
+def our_handler() -> logging.Handler:
+    """The handler configure_logging installed on the product's logger."""
+    (handler,) = [h for h in logging.getLogger("openrouter_functions").handlers if type(h).__name__ == "_JsonLines"]
+    return handler
+
+
 @contextmanager
 def as_deployed() -> Iterator[None]:
     """Only our handler on the product's logger: pytest's log capture, which it attaches to every logger
     that does not propagate, taken off for the block (as no such thing is there when deployed)."""
     logger = logging.getLogger("openrouter_functions")
     saved = logger.handlers[:]
-    logger.handlers[:] = [h for h in saved if type(h).__name__ == "_JsonLines"]
-    assert len(logger.handlers) == 1
+    logger.handlers[:] = [our_handler()]
     try:
         yield
     finally:
@@ -65,7 +70,7 @@ def test_the_direct_line_is_the_standard_line(
     stdout_at_info: io.StringIO, fields: dict[str, object], level: int
 ) -> None:
     request = logging.getLogger("openrouter_functions.request")
-    (handler,) = [h for h in logging.getLogger("openrouter_functions").handlers if type(h).__name__ == "_JsonLines"]
+    handler = our_handler()
     emitted: list[logging.LogRecord] = []
     emit = handler.emit
 
@@ -124,7 +129,7 @@ def test_a_failing_stdout_is_reported_as_logging_does_and_the_request_goes_on(
     stdout_at_info: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reported: list[logging.LogRecord] = []
-    (handler,) = [h for h in logging.getLogger("openrouter_functions").handlers if type(h).__name__ == "_JsonLines"]
+    handler = our_handler()
     monkeypatch.setattr(handler, "handleError", reported.append)
 
     def broken(text: str) -> int:
@@ -140,7 +145,7 @@ def test_a_flush_failing_after_the_write_reports_once_and_never_writes_the_line_
     stdout_at_info: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reported: list[logging.LogRecord] = []
-    (handler,) = [h for h in logging.getLogger("openrouter_functions").handlers if type(h).__name__ == "_JsonLines"]
+    handler = our_handler()
     monkeypatch.setattr(handler, "handleError", reported.append)
 
     def full_pipe() -> None:

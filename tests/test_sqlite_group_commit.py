@@ -303,12 +303,11 @@ def test_threads_with_event_loops_of_their_own_share_one_ledger_without_a_hang(t
         if type(ledger._queue) is list:
             ledger._queue = SlowList(ledger._queue)
 
-    ledger._drain = drain_keeping_it_slow  # type: ignore[method-assign]
     foreign: list[int] = []
     answer = module._answer
 
     def answered_on_its_own_loop(future: asyncio.Future[Any], error: BaseException | None, result: Any = None) -> None:
-        if future.get_loop()._thread_id != threading.get_ident():  # type: ignore[attr-defined]
+        if future.get_loop() is not asyncio.get_running_loop():  # answered from another thread's loop
             foreign.append(1)
         answer(future, error, result)
 
@@ -326,6 +325,7 @@ def test_threads_with_event_loops_of_their_own_share_one_ledger_without_a_hang(t
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(module, "_answer", answered_on_its_own_loop)
+        patch.setattr(ledger, "_drain", drain_keeping_it_slow)
         threads = [threading.Thread(target=worker) for _ in range(2)]
         for thread in threads:
             thread.start()

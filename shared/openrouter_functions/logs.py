@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from openrouter_service.redact import mask_secrets, mask_value
 
@@ -80,7 +80,7 @@ def _json_line(
         return json.dumps(_strict(line), default=str)
 
 
-class _JsonLines(logging.StreamHandler):  # type: ignore[type-arg]
+class _JsonLines(logging.StreamHandler[TextIO]):
     """The handler :func:`configure_logging` installs: JSON lines on stdout, secrets masked."""
 
     def __init__(self) -> None:
@@ -123,29 +123,36 @@ def log_fields(
 
     When the record would only meet our own handler (as deployed), the line it would write is written
     straight away: the same bytes, without building a record and passing it through the logging
-    machinery, which is most of what a line costs (once per request). Otherwise, or if writing fails,
-    the record goes the standard way. The caller has checked ``logger.isEnabledFor(level)``.
+    machinery, which is most of what a line costs (once per request). A failed write is reported as the
+    handler reports one (``handleError``). Otherwise, or if making the line fails, the record goes the
+    standard way. The caller has checked ``logger.isEnabledFor(level)``.
     """
     handler = _own_handler(logger, level)
-    if handler is not None:
+    line = _direct_line(logger, level, fields, message) if handler is not None else None
+    if handler is not None and line is not None:
+        handler.acquire()
         try:
-            line = _json_line(logging.getLevelName(level), mask_secrets(message), logger.name, mask_value(fields))
+            handler.stream.write(line + handler.terminator)
+            handler.stream.flush()
         except RecursionError:
             raise
-        except Exception:  # noqa: S110 - nothing written yet: the standard way below formats and reports it
-            pass
-        else:
-            try:
-                with handler.lock:  # type: ignore[union-attr]
-                    stream = handler.stream
-                    stream.write(line + handler.terminator)
-                    stream.flush()
-            except RecursionError:
-                raise
-            except Exception:  # part of the line may be out: reported as the handler would, never written twice
-                handler.handleError(_record(logger, level, fields, message, where))
-            return
+        except Exception:  # part of the line may be out: reported as the handler would, never written twice
+            handler.handleError(_record(logger, level, fields, message, where))
+        finally:
+            handler.release()
+        return
     logger.handle(_record(logger, level, fields, message, where))
+
+
+def _direct_line(logger: logging.Logger, level: int, fields: dict[str, Any], message: str) -> str | None:
+    """The line our handler would write for this record; None if making it fails (the standard way then
+    formats the record again and reports the failure as the handler does)."""
+    try:
+        return _json_line(logging.getLevelName(level), mask_secrets(message), logger.name, mask_value(fields))
+    except RecursionError:
+        raise
+    except Exception:
+        return None
 
 
 def _record(
