@@ -9,6 +9,7 @@ functions' shutdown drain (``SHUTDOWN_DRAIN_SECONDS``; ``openrouter_functions.ca
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import secrets
@@ -308,10 +309,13 @@ def _run(
 ) -> int:
     import uvicorn
 
+    from openrouter_functions.hosting import settle_heap
     from openrouter_functions.runtime import reset_runtime
 
     reset_runtime()
     app = build_app(folder, mounts)
+    settle_heap()  # the functions are loaded: out of the collector's sight (see there)
+    gc.enable()  # off since the command started (cli.main): nothing for it to free while modules load
     config = uvicorn.Config(
         app,
         host=host,
