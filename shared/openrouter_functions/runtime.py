@@ -96,6 +96,10 @@ def open_ledger(settings: Settings) -> Ledger | None:
     return SQLiteLedger(settings.ledger_sqlite_path, retention_days=settings.request_log_retention_days)
 
 
+# Users whose pseudonym (end_user_pseudonym) is remembered at once, at most: a user's requests come in runs.
+PSEUDONYMS_KEPT = 4096
+
+
 @dataclass
 class Runtime:
     """Per-instance state; nothing here matters for correctness across instances."""
@@ -113,6 +117,8 @@ class Runtime:
     _ledger_check: tuple[float, bool] | None = None  # (when, whether the store answered)
     _probe_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _refusals: list[str] | None = None
+    # end_user_pseudonym's answers for the users seen lately (an HMAC per request otherwise).
+    _pseudonyms: dict[str, str] = field(default_factory=dict)
 
     @property
     def service(self) -> OpenRouterService:
@@ -133,8 +139,13 @@ class Runtime:
     def end_user_pseudonym(self, user_id: str) -> str:
         """What OpenRouter is told of a user (the ``user`` field): stable for the user and this deployment's
         key, not reversible without that key (HMAC-SHA256 of the user id, keyed by ``OPENROUTER_API_KEY``)."""
-        key = (self.settings.openrouter_api_key_value() or "").encode()
-        return "u-" + hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()[:32]
+        known = self._pseudonyms.get(user_id)
+        if known is None:
+            if len(self._pseudonyms) >= PSEUDONYMS_KEPT:  # many users: start over rather than grow
+                self._pseudonyms.clear()
+            key = (self.settings.openrouter_api_key_value() or "").encode()
+            known = self._pseudonyms[user_id] = "u-" + hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()[:32]
+        return known
 
     def use_service(self, service: OpenRouterService) -> None:
         """Call OpenRouter through ``service`` from now on (benchmarks and tests with their own transport)."""

@@ -46,3 +46,20 @@ async def test_a_trusted_server_caller_names_its_own_end_user(client: httpx.Asyn
     service = mint(role="service_role", sub=None, aud=None, email=None, is_anonymous=None)
     assert await sent_user(client, fake, "/chat", {**HI, "user": "customer-42"}, service) == "customer-42"
     assert str(await sent_user(client, fake, "/chat", HI, service)).startswith("u-")
+
+
+def test_pseudonyms_are_remembered_within_a_bound_and_the_same_after_it_starts_over() -> None:
+    """The pseudonym is kept per user (no HMAC per request), for at most PSEUDONYMS_KEPT users at once; a
+    user forgotten in between gets the same pseudonym again, and another API key gives another one."""
+    from openrouter_functions.config import Settings
+    from openrouter_functions.runtime import PSEUDONYMS_KEPT, Runtime
+
+    runtime = Runtime(Settings.from_env({"OPENROUTER_API_KEY": "sk-or-v1-" + "a" * 64}))
+    first = runtime.end_user_pseudonym(USER_ID)
+    for n in range(PSEUDONYMS_KEPT + 10):
+        runtime.end_user_pseudonym(f"user-{n}")
+        assert len(runtime._pseudonyms) <= PSEUDONYMS_KEPT
+    assert USER_ID not in runtime._pseudonyms  # forgotten when the cache started over
+    assert runtime.end_user_pseudonym(USER_ID) == first
+    other_key = Runtime(Settings.from_env({"OPENROUTER_API_KEY": "sk-or-v1-" + "b" * 64}))
+    assert other_key.end_user_pseudonym(USER_ID) != first
