@@ -28,7 +28,16 @@ from openrouter_service import errors
 
 from .ledger import LedgerUnavailable
 
-__all__ = ["REPLIES", "ApiError", "Reply", "error_body", "error_response", "json_response", "reply_for"]
+__all__ = [
+    "REPLIES",
+    "ApiError",
+    "Reply",
+    "error_body",
+    "error_response",
+    "json_response",
+    "let_go",
+    "reply_for",
+]
 
 
 class ApiError(Exception):
@@ -114,6 +123,28 @@ def reply_for(exc: BaseException) -> ApiError:
         details = {"violations": [v.as_dict() for v in exc.violations[:20]]}
     retry_after = exc.retry_after if exc.retry_after is not None else row.retry_after
     return ApiError(status, row.type, row.message or exc.message, retry_after=retry_after, details=details)
+
+
+def let_go(exc: BaseException | None) -> None:
+    """Forget what a handled exception keeps alive: every exception of its chain (causes and contexts)
+    drops its traceback, whose frames held the failed call's locals (the body, the upstream request and
+    answer) and, often, the exception itself.
+
+    Such a cycle is freed only by the cyclic collector, which runs seldom once the functions are loaded
+    (hosting.settle_heap): without this, a stream of bad requests kept hundreds of their bodies alive. Call
+    it once the exception is answered and logged (a log line with its traceback needs it until then).
+    """
+    pending = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        pending += (current.__cause__, current.__context__)
+        if isinstance(current, BaseExceptionGroup):
+            pending += current.exceptions
 
 
 def error_body(error: ApiError) -> dict[str, Any]:

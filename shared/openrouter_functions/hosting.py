@@ -86,22 +86,21 @@ _host_listens = False
 _heap_settled = False
 
 # Net allocations of container objects between two collections of the youngest generation (CPython's
-# default: 700). A request's objects die by reference count when it ends, so at 700 the collector ran every
-# few dozen requests under load and found nothing to free; at this many it seldom runs, and cyclic
-# garbage (rare here) waits for at most this many objects.
+# default: 700). A request's objects die by reference count when it ends (errors included: envelope.let_go),
+# so at 700 the collector ran every few dozen requests under load and found nothing to free.
 YOUNG_COLLECTION_EVERY = 10_000
 
 
 def settle_heap() -> None:
     """Once per process, when the functions are loaded: freeze every object alive now (modules, classes,
-    functions, the apps: kept for the process's life) out of the cyclic collector's sight
-    (:func:`gc.freeze`), and collect the youngest generation every :data:`YOUNG_COLLECTION_EVERY`
-    allocations.
+    functions: kept for the process's life) out of the cyclic collector's sight (:func:`gc.freeze`), and
+    collect the youngest generation every :data:`YOUNG_COLLECTION_EVERY` net allocations.
 
-    The collector's full passes walked every object startup built, a few hundred thousand: 40-60 ms with
-    the event loop stopped, a few times a minute under load (the largest part of the p99 latency).
-    Frozen, they are never walked again; they are freed by reference count as before, only a cycle among
-    them is never collected. Later calls do nothing.
+    The collector's full passes walked every object start-up built (some 55,000): 40-60 ms with the event
+    loop stopped, a few times a minute under load (the largest part of the p99 latency). Frozen, they are
+    never walked again; they are freed by reference count as before, only a cycle among them is never
+    collected. What survives a young collection waits for the older generations' (every 10 and 100 young
+    ones), so requests must leave no cycles behind (``envelope.let_go``). Later calls do nothing.
     """
     global _heap_settled
     if _heap_settled:

@@ -27,7 +27,7 @@ from openrouter_service.redact import preview
 from .bodies import header, read_json
 from .capacity import IN_FLIGHT
 from .cors import cors_headers, preflight_headers
-from .envelope import ApiError, error_response, reply_for
+from .envelope import ApiError, error_response, let_go, reply_for
 from .exchange import Exchange, new_id
 from .ledger import LedgerUnavailable, UsageRecord, ledger_user_id
 from .metrics import METRICS
@@ -356,6 +356,11 @@ async def serve_request(request: Request, function: str, handler: Handler) -> Re
             log.exception("unhandled error in %s", function)
         exchange.fail(error)
         response = error_response(error)
+        # Answered and logged: the tracebacks, which hold this frame (and so the error) and every frame of
+        # the failed call (its body, its upstream request), go now, not when the cyclic collector runs.
+        let_go(exc)
+        let_go(error)
+        del error
     except BaseException:
         # Cancelled (the server is shutting down, or the caller left): the reservation is still settled
         # and the request still logged.

@@ -24,7 +24,7 @@ from openrouter_service.errors import OpenRouterError
 from openrouter_service.redact import preview
 from openrouter_service.sse import SSEComment
 
-from .envelope import reply_for
+from .envelope import let_go, reply_for
 from .exchange import Exchange
 
 if TYPE_CHECKING:
@@ -271,10 +271,13 @@ async def relay_stream(
                 exchange.outcome = "stopped"
                 yield _stopped_event(stream, exchange)
         except OpenRouterError as exc:
-            exchange.fail(reply_for(exc))
-            exchange.status = 200  # the HTTP status already went out
-            exchange.outcome = "upstream_error"
-            yield _error_event(stream, exc, exchange)
+            try:
+                exchange.fail(reply_for(exc))
+                exchange.status = 200  # the HTTP status already went out
+                exchange.outcome = "upstream_error"
+                yield _error_event(stream, exc, exchange)
+            finally:
+                let_go(exc)  # its tracebacks' frames hold the stream's state (see envelope.let_go)
         except BaseException:
             exchange.outcome = "cancelled"
             if turn is not None and turn.background and not stream.completed and exchange.error_type is None:
@@ -287,6 +290,7 @@ async def relay_stream(
                     except OpenRouterError as exc:
                         exchange.fail(reply_for(exc))
                         exchange.status, exchange.outcome = 200, "upstream_error"
+                        let_go(exc)
                     else:
                         stopped = turn.stopped and not stream.completed
                         exchange.outcome = "stopped" if stopped else "ok"

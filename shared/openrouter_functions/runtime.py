@@ -118,7 +118,7 @@ class Runtime:
     _probe_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _refusals: list[str] | None = None
     # end_user_pseudonym's answers for the users seen lately (an HMAC per request otherwise).
-    _pseudonyms: dict[str, str] = field(default_factory=dict)
+    _pseudonyms: dict[str, str] = field(default_factory=dict, repr=False)  # the mapping they hide
 
     @property
     def service(self) -> OpenRouterService:
