@@ -1,10 +1,13 @@
-"""Helpers shared by test modules: tokens, constants, canned upstream bodies and free loopback ports."""
+"""Helpers shared by test modules: tokens, constants, canned upstream bodies, free loopback ports and one
+request straight into an ASGI app."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +89,54 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
     return httpx.Response(
         status, content=json.dumps(body).encode(), headers={"content-type": "application/json", **(headers or {})}
     )
+
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+async def asgi_call(
+    app: Any,
+    method: str,
+    path: str,
+    *,
+    query: str = "",
+    headers: Sequence[tuple[str, str]] = (),
+    client: str = "127.0.0.1",
+    body: bytes = b"",
+) -> Answer:
+    """One request straight into an ASGI app (no client normalizes ``path``: ``..`` arrives as sent)."""
+    sent_headers = [(name.lower().encode(), value.encode()) for name, value in headers]
+    if not any(name == b"host" for name, _ in sent_headers):
+        sent_headers.insert(0, (b"host", b"127.0.0.1:8080"))
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},  # as uvicorn speaks it
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": query.encode(),
+        "headers": sent_headers,
+        "client": (client, 40000),
+        "server": ("127.0.0.1", 8080),
+    }
+    sent: list[dict[str, Any]] = []
+    received = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if received:  # the client stays connected
+            await asyncio.Event().wait()
+        received = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    answer_headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+    answer = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], answer_headers, answer

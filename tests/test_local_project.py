@@ -4,7 +4,6 @@ RLS would."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sqlite3
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from helpers import asgi_call as call
 from helpers import mint
 from openrouter_devtools.local_project import (
     NODE_PACKAGES,
@@ -36,56 +36,6 @@ BOB = "0b7f3a52-8f43-4a0e-9a3c-2a4cbb7d5e01"
 NOBODY = "9d6c3a1e-0000-4000-8000-00000000beef"
 PAGE_ORIGIN = "http://127.0.0.1:5173"
 NOON = 1_795_780_800.0  # 2026-11-27T12:00:00Z
-
-Answer = tuple[int, dict[str, str], bytes]
-
-
-async def call(
-    app: Any,
-    method: str,
-    path: str,
-    *,
-    query: str = "",
-    headers: Sequence[tuple[str, str]] = (),
-    client: str = "127.0.0.1",
-    body: bytes = b"",
-) -> Answer:
-    """One request straight into an ASGI app (no client normalizes ``path``: ``..`` arrives as sent)."""
-    sent_headers = [(name.lower().encode(), value.encode()) for name, value in headers]
-    if not any(name == b"host" for name, _ in sent_headers):
-        sent_headers.insert(0, (b"host", b"127.0.0.1:8080"))
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": query.encode(),
-        "headers": sent_headers,
-        "client": (client, 40000),
-        "server": ("127.0.0.1", 8080),
-    }
-    sent: list[dict[str, Any]] = []
-    received = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal received
-        if received:  # the client stays connected
-            await asyncio.Event().wait()
-        received = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    answer_headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-    answer = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], answer_headers, answer
 
 
 def token(user: str = ADA, **claims: Any) -> str:

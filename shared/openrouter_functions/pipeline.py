@@ -356,11 +356,10 @@ async def serve_request(request: Request, function: str, handler: Handler) -> Re
             log.exception("unhandled error in %s", function)
         exchange.fail(error)
         response = error_response(error)
-        # Answered and logged: the tracebacks, which hold this frame (and so the error) and every frame of
-        # the failed call (its body, its upstream request), go now, not when the cyclic collector runs.
+        # Answered and logged: the tracebacks, which hold this frame (and so the error, ``exc`` itself or a
+        # reply never raised) and every frame of the failed call (its body, its upstream request), go now,
+        # not when the cyclic collector runs.
         let_go(exc)
-        let_go(error)
-        del error
     except BaseException:
         # Cancelled (the server is shutting down, or the caller left): the reservation is still settled
         # and the request still logged.

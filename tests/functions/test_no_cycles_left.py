@@ -11,7 +11,6 @@ The requests go to the router as raw ASGI calls (no HTTP client in between whose
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 from collections import Counter
@@ -21,48 +20,10 @@ from typing import Any
 
 import pytest
 
-from helpers import bearer, mint
+from helpers import asgi_call, bearer, mint
 
 HI = {"messages": [{"role": "user", "content": "hi"}]}
 BIG = "x" * 200_000  # what a kept body would show as
-
-
-async def call(router: Any, method: str, path: str, body: bytes, headers: dict[str, str]) -> int:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"functions.test"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *((name.lower().encode(), value.encode()) for name, value in headers.items()),
-        ],
-        "client": ("127.0.0.1", 5555),
-        "server": ("127.0.0.1", 80),
-    }
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-    sent: list[dict[str, Any]] = []
-    never = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        if messages:
-            return messages.pop()
-        await never.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await asyncio.wait_for(router(scope, receive, send), 30)
-    status: int = sent[0]["status"]
-    return status
 
 
 @contextmanager
@@ -133,16 +94,18 @@ async def test_a_request_leaves_no_cycle_behind(case: str, router: Any, configur
     configure(openrouter_max_retries="0")
     path, body, steps = CASES[case]
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    headers = {} if case == "no token" else bearer(mint())
+    headers = [("content-type", "application/json")]
+    if case != "no token":
+        headers += bearer(mint()).items()
     for _ in range(2):  # the first call of a kind loads and caches what every later one shares
         fake.script(*steps)
-        await call(router, "POST", path, raw, headers)
+        await asgi_call(router, "POST", path, headers=headers, body=raw)
 
     with cycles_saved() as garbage:
         statuses = []
         for _ in range(3):
             fake.script(*steps)
-            statuses.append(await call(router, "POST", path, raw, headers))
+            statuses.append((await asgi_call(router, "POST", path, headers=headers, body=raw))[0])
         gc.collect()
         left = kinds(garbage).most_common(8)
 

@@ -11,15 +11,16 @@ while its modules load, and turns the collector back on before it listens.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_procs import clean_env
 
 from helpers import ROOT
+from openrouter_functions.hosting import YOUNG_COLLECTION_EVERY
 
 PROBE = r"""
 import gc, json, sys, weakref
@@ -76,16 +77,13 @@ print(json.dumps(out))
 """
 
 
-def probe(shape: str, tmp_path: Path) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "SUPABASE_", "LEDGER_"))}
+def run_python(args: list[str], tmp_path: Path, **env: str) -> tuple[Any, str]:
+    """``python args...`` in a clean environment (no .env file read): its last line, parsed, and stderr."""
     empty = tmp_path / "empty.env"
     empty.touch()
-    env.update(
-        ENV_FILE=str(empty), LEDGER_SQLITE_PATH=str(tmp_path / "ledger.sqlite3"), PYTHONPATH=str(ROOT / "shared")
-    )
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, shape, str(ROOT / "functions")],
-        env=env,
+        [sys.executable, *args],
+        env=clean_env(ENV_FILE=str(empty), PYTHONPATH=str(ROOT / "shared"), **env),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -93,16 +91,21 @@ def probe(shape: str, tmp_path: Path) -> dict[str, Any]:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def probe(shape: str, tmp_path: Path) -> dict[str, Any]:
+    seen, _ = run_python(
+        ["-c", PROBE, shape, str(ROOT / "functions")], tmp_path, LEDGER_SQLITE_PATH=str(tmp_path / "ledger.sqlite3")
+    )
+    assert isinstance(seen, dict)
+    return seen
 
 
 @pytest.mark.parametrize("function", ["chat", "completion", "health"])
 def test_a_deployed_function_freezes_what_it_loaded_and_collects_young_objects_less_often(
     function: str, tmp_path: Path
 ) -> None:
-    from openrouter_functions.hosting import YOUNG_COLLECTION_EVERY
-
     seen = probe(function, tmp_path)
     before = seen["before"]  # CPython's defaults (700 young allocations in 3.11)
     assert before["enabled"] is True and before["frozen"] == 0 and before["young"] < YOUNG_COLLECTION_EVERY
@@ -118,8 +121,6 @@ def test_a_deployed_function_freezes_what_it_loaded_and_collects_young_objects_l
 def test_serve_loads_without_collecting_then_listens_with_the_collector_on_and_start_up_frozen(
     tmp_path: Path,
 ) -> None:
-    from openrouter_functions.hosting import YOUNG_COLLECTION_EVERY
-
     seen = probe("serve", tmp_path)
     assert seen["code"] == 0
     assert seen["collector_while_loading"] is False
@@ -134,18 +135,10 @@ def test_serve_loads_without_collecting_then_listens_with_the_collector_on_and_s
 def test_serve_refusing_to_start_leaves_the_collector_on(tmp_path: Path) -> None:
     """A configuration refused before anything loads still returns with the collector on (cli.main in
     another program's process)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "SUPABASE_", "LEDGER_"))}
-    empty = tmp_path / "empty.env"
-    empty.touch()
-    env.update(ENV_FILE=str(empty), LEDGER_BACKEND="nonsense")
     script = (
         "import gc, json; from openrouter_devtools import cli; "
         "code = cli.main(['serve', '--port', '0']); print(json.dumps([code, gc.isenabled()]))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    code, enabled = json.loads(done.stdout.strip().splitlines()[-1])
-    assert code == 2 and "LEDGER_BACKEND" in done.stderr
+    (code, enabled), stderr = run_python(["-c", script], tmp_path, LEDGER_BACKEND="nonsense")
+    assert code == 2 and "LEDGER_BACKEND" in stderr
     assert enabled is True
